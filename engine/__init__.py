@@ -1,0 +1,1 @@
+"""Fast execution of the ΠGDM step: compiled VJP, CUDA graphs, precision, batching."""

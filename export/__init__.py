@@ -1,0 +1,1 @@
+"""Export of the denoiser step: ONNX and TensorRT."""
