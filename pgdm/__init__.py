@@ -1,6 +1,7 @@
 """pgdm: Pseudoinverse-Guided Diffusion Models (Song et al., ICLR 2023) for fast image restoration."""
 from . import ops, schedules
 from .denoiser import Denoiser
+from .sampler import Restorer, pigdm_coefficients, pigdm_step
 
-__all__ = ["Denoiser", "ops", "schedules"]
+__all__ = ["Denoiser", "Restorer", "pigdm_step", "pigdm_coefficients", "ops", "schedules"]
 __version__ = "0.1.0"
