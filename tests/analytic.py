@@ -38,7 +38,7 @@ def gaussian_denoiser(shape, s: float = 1.0, T: int = 1000) -> Denoiser:
     """Prior N(0, s² I): x̂ = √ᾱ s² x /(ᾱ s² + 1 − ᾱ) is linear in x."""
     acp = schedules.linear(T)
     d = int(torch.tensor(shape).prod())
-    net = GaussianMixtureEps(torch.zeros(1, d), torch.tensor([s]), torch.ones(1), acp, shape)
+    net = GaussianMixtureEps(torch.zeros(1, d), torch.tensor([s], dtype=torch.float64), torch.ones(1), acp, shape)
     return Denoiser(net, acp, channels=shape[0])
 
 

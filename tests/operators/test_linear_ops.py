@@ -15,6 +15,7 @@ from pgdm.ops import (
     parse,
     random_pixel_mask,
 )
+from test_helpers import dense
 
 # name -> (factory, clean image shape (C, H, W))
 OPERATORS = {
@@ -33,13 +34,6 @@ OPERATORS = {
     "blur+sr2-bicubic": (lambda: Compose([Blur.gaussian(3, 0.7), SuperResolution(2, "bicubic")]), (1, 8, 8)),
 }
 LAMS = [1e-3, 0.05, 1.0]
-
-
-def dense(fn, shape):
-    """Matrix of a linear map on tensors of ``shape`` (batch 1), built from basis vectors."""
-    n = int(torch.tensor(shape).prod())
-    basis = torch.eye(n, dtype=torch.float64).view(n, *shape)
-    return torch.stack([fn(b[None]).flatten() for b in basis], dim=1)
 
 
 def build(name):
