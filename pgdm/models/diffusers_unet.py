@@ -92,4 +92,4 @@ def load_diffusers_folder(path: Path, *, device: torch.device | str | None, dtyp
         class_cond=cfg.num_class_embeds is not None,
         image_size=size if isinstance(size, int) else None,
         channels=cfg.in_channels,
-    ).to(device)
+    ).to(device).eval()

@@ -222,7 +222,7 @@ def load_model(
         class_cond=cfg.class_cond,
         image_size=cfg.image_size,
         channels=cfg.channels,
-    ).to(device)
+    ).to(device).eval()
 
 
 def convert_checkpoint(
