@@ -19,6 +19,7 @@ setup(
         "pillow>=10",
         "safetensors>=0.4",
         "tqdm>=4.60",
+        "torchmetrics>=1.3",
     ],
     extras_require={
         "jpeg": ["jpeglib>=1.0"],
