@@ -4,6 +4,8 @@ from .blur import Blur
 from .colorize import Colorize
 from .compose import Compose
 from .identity import Identity
+from .jpeg import JPEG, quality_tables
+from .quantize import LowDynamicRange, Quantize
 from .inpaint import Inpaint, center_box_mask, freeform_mask, random_pixel_mask
 from .noise import GaussianNoise
 from .parse import parse, spec_help
@@ -17,6 +19,10 @@ __all__ = [
     "SuperResolution",
     "Blur",
     "Colorize",
+    "JPEG",
+    "quality_tables",
+    "Quantize",
+    "LowDynamicRange",
     "Compose",
     "GaussianNoise",
     "parse",

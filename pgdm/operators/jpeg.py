@@ -138,7 +138,7 @@ class JPEG(Operator):
     def spec(self) -> str:
         if self.quality is None:
             return "jpeg-custom"
-        suffix = "" if self.subsampling == "420" else f"-{self.subsampling}"
+        suffix = "" if self.subsampling in ("420", "gray") else f"-{self.subsampling}"
         return f"jpeg{self.quality}{suffix}"
 
     def _image_size(self, height: int, width: int) -> tuple[int, int]:

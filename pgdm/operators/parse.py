@@ -17,6 +17,8 @@ from .colorize import Colorize
 from .compose import Compose
 from .identity import Identity
 from .inpaint import Inpaint, center_box_mask, freeform_mask, random_pixel_mask
+from .jpeg import JPEG
+from .quantize import LowDynamicRange, Quantize
 from .superres import SuperResolution
 
 __all__ = ["parse", "spec_help"]
@@ -67,6 +69,21 @@ _TABLE: list[tuple[str, Factory, str]] = [
         r"inpaint-freeform",
         _inpaint(lambda m, s, seed: freeform_mask(s[1], s[2], seed=seed)),
         "inpaint-freeform: hide random brush strokes drawn from the seed",
+    ),
+    (
+        r"jpeg(\d+)(?:-(420|422|444))?",
+        lambda m, s, seed: JPEG(int(m[1]), subsampling=m[2] or "420", grayscale=s[0] == 1, size=(s[1], s[2])),
+        "jpegQ[-420|-422|-444]: baseline JPEG at IJG quality Q (1..100), y = quantised DCT coefficients; 4:2:0 by default, grayscale for 1-channel images",
+    ),
+    (
+        r"quant(\d+)",
+        lambda m, s, seed: Quantize(int(m[1])),
+        "quantB: quantise to 2^B levels (floor), h† = identity on the grid",
+    ),
+    (
+        r"ldr(?:(\d+)(?:-([\d.]+))?)?",
+        lambda m, s, seed: LowDynamicRange(-float(m[2] or 0.6), float(m[2] or 0.6), int(m[1] or 4)),
+        "ldr[B[-A]]: low dynamic range, clip to [-A, A] (default 0.6) then keep B bits (default 4) (App. A.5)",
     ),
 ]
 
