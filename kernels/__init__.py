@@ -13,7 +13,7 @@ from typing import Callable, TypeVar
 
 import torch
 
-__all__ = ["dispatch", "backend", "is_interpreter"]
+__all__ = ["dispatch", "backend", "is_interpreter", "elementwise_settings"]
 
 F = TypeVar("F", bound=Callable)
 _BACKENDS = ("auto", "triton", "reference")
@@ -51,3 +51,10 @@ def dispatch(triton_fn: F, reference_fn: F, device: torch.device) -> F:
             return reference_fn(*args, **kwargs)
 
     return guarded  # type: ignore[return-value]
+
+
+def elementwise_settings(n: int) -> tuple[int, int]:
+    """(BLOCK_SIZE, num_warps) for a 1-D elementwise kernel over n items: 1024-wide blocks with 4 warps
+    (8 items per thread), smaller power-of-two blocks for small inputs."""
+    block = min(1024, max(128, 1 << max(n - 1, 0).bit_length()))
+    return block, max(1, min(4, block // 256))
