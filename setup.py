@@ -35,6 +35,7 @@ setup(
             "scikit-learn>=1.3",
             "torchmetrics>=1.3",
             "triton>=3.0",
+            "diffusers>=0.27",
         ],
     },
     entry_points={"console_scripts": ["pgdm=pgdm.cli:main"]},

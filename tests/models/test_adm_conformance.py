@@ -88,7 +88,7 @@ def test_channels_last(name):
 
 
 @pytest.mark.parametrize("dtype, out_tol, grad_tol", LOW_PRECISION_TOL)
-@pytest.mark.parametrize("name", CONFORMANCE)
+@pytest.mark.parametrize("name", CONFORMANCE[:2])  # both resamplings, both head orders, scale-shift and additive
 def test_low_precision_body(name, dtype, out_tol, grad_tol):
     tensors, _ = read_fixture(name)
     net = _net(name, dtype)
