@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
-from torch import nn
 
 from .adm import ADMUNet, check_create_model_kwargs, create_model
 from .ddpm import DDPMUNet, check_ddpm_kwargs
