@@ -1,7 +1,8 @@
 """pgdm: Pseudoinverse-Guided Diffusion Models (Song et al., ICLR 2023) for fast image restoration."""
 from . import ops, schedules
 from .denoiser import Denoiser
+from .models import load_model
 from .sampler import Restorer, pigdm_coefficients, pigdm_step
 
-__all__ = ["Denoiser", "Restorer", "pigdm_step", "pigdm_coefficients", "ops", "schedules"]
+__all__ = ["Denoiser", "Restorer", "load_model", "pigdm_step", "pigdm_coefficients", "ops", "schedules"]
 __version__ = "0.1.0"

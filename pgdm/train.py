@@ -21,22 +21,25 @@ from tqdm import tqdm
 
 from . import schedules
 from .data import FASHION_MNIST_DIR, load_fashion_mnist, to_model_range
-from .models.adm import ADMUNet
+from .models.presets import ModelConfig
 
 __all__ = ["TrainConfig", "DEFAULT_NETWORK", "train", "export_ema", "add_arguments", "run"]
 
-# The default model: 1.37 M parameters, sized so a CPU run of a few hours gives a usable prior.
+# The default model (guided-diffusion create_model kwargs): 1.37 M parameters, sized so a CPU run
+# of a few hours gives a usable prior on 32×32 grayscale images.
 DEFAULT_NETWORK: dict = {
-    "in_channels": 1,
-    "model_channels": 32,
-    "out_channels": 1,
+    "image_size": 32,
+    "channels": 1,
+    "num_channels": 32,
     "num_res_blocks": 1,
-    "attention_ds": [4],
-    "channel_mult": [1, 2, 2],
+    "channel_mult": "1,2,2",
+    "attention_resolutions": "8",
     "num_heads": 4,
     "use_scale_shift_norm": True,
     "resblock_updown": True,
     "dropout": 0.1,
+    "learn_sigma": False,
+    "class_cond": False,
 }
 
 
@@ -57,6 +60,9 @@ class TrainConfig:
     threads: int = 0
     network: dict = field(default_factory=lambda: dict(DEFAULT_NETWORK))
 
+    def model_config(self) -> ModelConfig:
+        return ModelConfig("adm", {**self.network, "image_size": self.image_size}, self.schedule, self.T, name="fashion32")
+
 
 def _atomic_save(obj, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
@@ -75,7 +81,7 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> Pa
     acp = schedules.from_name(cfg.schedule, cfg.T).float()
 
     torch.manual_seed(cfg.seed)
-    net = ADMUNet(**{**cfg.network, "attention_ds": tuple(cfg.network["attention_ds"]), "channel_mult": tuple(cfg.network["channel_mult"])})
+    net = cfg.model_config().build()
     ema = copy.deepcopy(net).eval().requires_grad_(False)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -137,30 +143,27 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> Pa
 
 
 def export_ema(checkpoint: str | Path, dst: str | Path) -> Path:
-    """Write the EMA weights of a training checkpoint as ``dst`` (.safetensors) + ``dst`` with .json config."""
+    """Write the EMA weights of a training checkpoint as ``dst`` (.safetensors) + the JSON config beside it.
+
+    The JSON is :meth:`ModelConfig.to_dict` (what ``pgdm.load_model`` reads) plus a ``training`` record.
+    """
     state = torch.load(checkpoint, weights_only=True)
-    cfg = state["config"]
+    cfg = TrainConfig(**state["config"])
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.contiguous() for k, v in state["ema"].items()}
-    save_file(tensors, str(dst))
-    meta = {
-        "architecture": "adm",
-        "network": cfg["network"],
-        "schedule": cfg["schedule"],
-        "num_timesteps": cfg["T"],
-        "learn_sigma": False,
-        "class_cond": False,
-        "image_size": cfg["image_size"],
-        "channels": cfg["network"]["in_channels"],
+    save_file({k: v.contiguous() for k, v in state["ema"].items()}, str(dst), metadata={"format": "pt"})
+    recent = state["losses"][-1000:]
+    meta = cfg.model_config().to_dict() | {
         "training": {
-            "dataset": "Fashion-MNIST train split (60 000 images), padded 28→32 with black",
+            "command": f"pgdm train --steps {cfg.steps} --batch {cfg.batch_size} --lr {cfg.lr} --ema {cfg.ema_decay}",
+            "dataset": "Fashion-MNIST train split (60 000 images), 28×28 padded to 32×32 with black",
             "steps": state["step"],
-            "batch_size": cfg["batch_size"],
-            "final_loss_last_1000": sum(state["losses"][-1000:]) / max(1, len(state["losses"][-1000:])),
-        },
+            "batch_size": cfg.batch_size,
+            "seconds": round(state["seconds"]),
+            "mean_loss_last_1000_steps": sum(recent) / max(1, len(recent)),
+        }
     }
-    dst.with_suffix(".json").write_text(json.dumps(meta, indent=2))
+    dst.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
     return dst
 
 

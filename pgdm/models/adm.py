@@ -321,6 +321,7 @@ def create_model(
     resblock_updown: bool = False,
     use_fp16: bool = False,
     use_new_attention_order: bool = False,
+    channels: int = 3,
 ) -> ADMUNet:
     """Build the network from guided-diffusion's ``create_model`` (or ``sr_create_model``) kwargs.
 
@@ -329,6 +330,7 @@ def create_model(
     ``use_checkpoint`` and ``use_fp16`` are accepted for compatibility and ignored: pgdm never
     checkpoints, and precision is set with :meth:`ADMUNet.to_precision`. The model is built in
     float32 on the current default device (use ``with torch.device("meta"):`` to skip allocation).
+    ``channels`` (a pgdm extension, default 3) sets the image channels, e.g. 1 for grayscale models.
     """
     del use_checkpoint, use_fp16, small_size
     if (image_size is None) == (large_size is None):
@@ -344,9 +346,9 @@ def create_model(
         raise ValueError(f"no default channel_mult for image size {size}; pass channel_mult, e.g. '1,2,2,2'")
     cls = ADMUNet if large_size is None else SuperResADMUNet
     return cls(
-        in_channels=3 if large_size is None else 6,
+        in_channels=channels if large_size is None else 2 * channels,
         model_channels=num_channels,
-        out_channels=6 if learn_sigma else 3,
+        out_channels=2 * channels if learn_sigma else channels,
         num_res_blocks=num_res_blocks,
         attention_ds=tuple(size // r for r in _parse_ints(attention_resolutions)),
         channel_mult=mults,

@@ -117,7 +117,7 @@ class ModelConfig:
     @property
     def channels(self) -> int:
         """Image channels."""
-        return int(self.kwargs.get("in_channels", 3)) if self.architecture == "ddpm" else 3
+        return int(self.kwargs.get("in_channels" if self.architecture == "ddpm" else "channels", 3))
 
     @property
     def learn_sigma(self) -> bool:
