@@ -64,7 +64,7 @@ def guidance_vector(
     x0: (B, C, H, W) detached; r2: 0-d; sigma_y2: (B,) or None.
     """
     if sigma_y2 is None:
-        return y_pinv - op.pinv(op(x0))
+        return y_pinv - op.project(x0)
     return op.regularized_pinv(y - op(x0), sigma_y2 / r2)
 
 

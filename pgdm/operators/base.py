@@ -31,6 +31,10 @@ class Operator(nn.Module, abc.ABC):
     def pinv(self, y: torch.Tensor) -> torch.Tensor:
         """h†(y): an image (B, C, H, W) with h(h†(y)) = y for every y in the range of h."""
 
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """h†(h(x)), the map ΠGDM applies to x̂ every step; operators with a fused path override it."""
+        return self.pinv(self(x))
+
     def check_input(self, x: torch.Tensor) -> None:
         """Raise a one-line ValueError if x: (B, C, H, W) is not a valid input for this operator."""
         if x.ndim != 4:
