@@ -27,6 +27,8 @@ int64. Both give identical integers, so h, h† and h†∘h agree exactly acros
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch.library import triton_op, wrap_triton
 
@@ -285,11 +287,10 @@ def _geometry(height: int, width: int, chroma: tuple[int, int]) -> dict[str, int
     )
 
 
-def _matrices(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    return (
-        torch.tensor(FDCT_MATRIX, dtype=torch.int32, device=device),
-        torch.tensor(IDCT_MATRIX, dtype=torch.int32, device=device),
-    )
+@functools.lru_cache(maxsize=None)
+def _const(values: tuple, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """A constant tensor, built once per device: no host-to-device copy inside a captured CUDA graph."""
+    return torch.tensor(values, dtype=dtype, device=device)
 
 
 def _launch(src: torch.Tensor, dst: torch.Tensor, qtables: torch.Tensor, chroma: tuple[int, int], height: int, width: int, from_pixels: bool, to_pixels: bool) -> None:
@@ -299,7 +300,7 @@ def _launch(src: torch.Tensor, dst: torch.Tensor, qtables: torch.Tensor, chroma:
     grid = (triton.cdiv(geo["WP"], TILE), triton.cdiv(geo["HP"], TILE), src.shape[0])
     scratch_size = 2048 * grid[0] * grid[1] * grid[2] if (to_pixels and channels == 3) else 1
     scratch = torch.empty(scratch_size, dtype=torch.uint8, device=src.device)
-    mf, mi = _matrices(src.device)
+    mf, mi = _const(FDCT_MATRIX, src.device, torch.int32), _const(IDCT_MATRIX, src.device, torch.int32)
     qt = qtables.to(device=src.device, dtype=torch.int32).contiguous()
     wrap_triton(_jpeg_codec_kernel)[grid](
         src, dst, scratch, qt, mf, mi, *geo.values(),
@@ -364,13 +365,12 @@ def _pixels_ref(x: torch.Tensor) -> torch.Tensor:
 
 
 def _image_ref(p: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    scale = torch.tensor(_INV_SCALE, dtype=torch.float32, device=p.device)
-    return ((p.float() - 127.5) * scale).to(dtype)
+    return ((p.float() - 127.5) * _const(_INV_SCALE, p.device, torch.float32)).to(dtype)
 
 
 def _rgb_to_ycc_ref(p: torch.Tensor) -> torch.Tensor:
-    m = torch.tensor(RGB_TO_YCC, dtype=torch.float64, device=p.device)
-    off = torch.tensor(YCC_OFFSET, dtype=torch.float64, device=p.device).view(3, 1, 1)
+    m = _const(RGB_TO_YCC, p.device, torch.float64)
+    off = _const(YCC_OFFSET, p.device, torch.float64).view(3, 1, 1)
     return _floor_shift(torch.einsum("kc,bchw->bkhw", m, p) + off, SCALEBITS)
 
 
@@ -398,7 +398,7 @@ def _component_samples(plane: torch.Tensor, sub: tuple[int, int], height: int, w
     nbh, nbw, hc = -(-height // (8 * sv)), -(-width // (8 * sh)), -(-height // sv)
     p = plane[:, _replicate(hc * sv, height, plane.device)][:, :, _replicate(nbw * 8 * sh, width, plane.device)]
     s = p.view(p.shape[0], hc, sv, nbw * 8, sh).sum((2, 4))
-    bias = torch.tensor([downsample_bias(sv, sh, odd) for odd in (0, 1)], dtype=torch.float64, device=p.device)
+    bias = _const(tuple(downsample_bias(sv, sh, odd) for odd in (0, 1)), p.device, torch.float64)
     s = _floor_shift(s + bias.repeat(nbw * 4), (sv - 1) + (sh - 1))
     return s[:, _replicate(nbh * 8, hc, p.device)]
 
@@ -406,7 +406,7 @@ def _component_samples(plane: torch.Tensor, sub: tuple[int, int], height: int, w
 def _fdct_quantize_ref(s: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """(B, 8·nbh, 8·nbw) samples → quantised coefficients, same layout ([.., 8i + u, 8j + v])."""
     b, h, w = s.shape
-    mf = torch.tensor(FDCT_MATRIX, dtype=torch.float64, device=s.device)
+    mf = _const(FDCT_MATRIX, s.device, torch.float64)
     blocks = (s - 128).view(b, h // 8, 8, w // 8, 8)  # [b, i, r, j, c]
     t = _descale_ref(torch.einsum("birjc,vc->birjv", blocks, mf), FDCT_PASS1_SHIFT)  # rows
     t = _descale_ref(torch.einsum("birjv,ur->biujv", t, mf), FDCT_PASS2_SHIFT)  # columns
@@ -417,7 +417,7 @@ def _fdct_quantize_ref(s: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 def _dequantize_idct_ref(k: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """Quantised coefficients (B, 8·nbh, 8·nbw) → samples 0..255, same layout."""
     b, h, w = k.shape
-    mi = torch.tensor(IDCT_MATRIX, dtype=torch.float64, device=k.device)
+    mi = _const(IDCT_MATRIX, k.device, torch.float64)
     q = q.to(device=k.device, dtype=torch.float64).view(1, 1, 8, 1, 8)
     d = (k.view(b, h // 8, 8, w // 8, 8) * q).clamp_(-_COEF_LIMIT, _COEF_LIMIT)  # [b, i, u, j, v]
     t = _descale_ref(torch.einsum("biujv,ru->birjv", d, mi), IDCT_PASS1_SHIFT)  # columns
@@ -436,7 +436,7 @@ def _fancy_upsample_ref(s: torch.Tensor, sub: tuple[int, int], height: int, widt
             before = s.index_select(dim, (idx - 1).clamp(min=0))
             after = s.index_select(dim, (idx + 1).clamp(max=n - 1))
             s = torch.stack([3 * s + before, 3 * s + after], dim + 1).flatten(dim, dim + 1)
-    bias = torch.tensor([[upsample_bias(sv, sh, a, b) for b in (0, 1)] for a in (0, 1)], dtype=torch.float64, device=s.device)
+    bias = _const(tuple(tuple(upsample_bias(sv, sh, a, b) for b in (0, 1)) for a in (0, 1)), s.device, torch.float64)
     odd_r, odd_c = torch.arange(s.shape[1], device=s.device) % 2, torch.arange(s.shape[2], device=s.device) % 2
     s = _floor_shift(s + bias[odd_r[:, None], odd_c[None, :]], 2 * ((sv - 1) + (sh - 1)))
     return s[:, :height, :width]

@@ -57,9 +57,10 @@ def _spectral_filter_op(x_hat: torch.Tensor, k_hat: torch.Tensor, lam: torch.Ten
 def _prepare(x_hat: torch.Tensor, k_hat: torch.Tensor, lam: float | torch.Tensor, cutoff: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     if not x_hat.is_complex() or x_hat.ndim != 4 or k_hat.shape != x_hat.shape[-2:] or k_hat.dtype != x_hat.dtype:
         raise ValueError(f"spectral_filter expects X̂ (B, C, H, Wr) and K̂ (H, Wr) of one complex dtype, got {tuple(x_hat.shape)} {x_hat.dtype} and {tuple(k_hat.shape)} {k_hat.dtype}")
-    real = x_hat.real.dtype
-    lam = torch.as_tensor(lam, dtype=real, device=x_hat.device).reshape(-1).expand(x_hat.shape[0]).contiguous()
-    cutoff = torch.as_tensor(cutoff, dtype=real, device=x_hat.device).reshape(1)
+    real, device, batch = x_hat.real.dtype, x_hat.device, x_hat.shape[0]
+    # Python scalars become fills, not host-to-device copies, so this also runs inside a captured CUDA graph.
+    lam = lam.to(device, real).reshape(-1).expand(batch).contiguous() if torch.is_tensor(lam) else torch.full((batch,), float(lam), dtype=real, device=device)
+    cutoff = cutoff.to(device, real).reshape(1) if torch.is_tensor(cutoff) else torch.full((1,), float(cutoff), dtype=real, device=device)
     return k_hat, lam, cutoff
 
 
