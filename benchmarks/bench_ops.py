@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from pgdm.kernels.jpeg_codec import jpeg_roundtrip_reference, jpeg_roundtrip_triton
+from pgdm.kernels.jpeg_codec import islow_matrices, jpeg_roundtrip_reference, jpeg_roundtrip_triton
 from pgdm.kernels.spectral_filter import spectral_filter_reference, spectral_filter_triton
 from pgdm.operators import quality_tables
 
@@ -63,12 +63,13 @@ def pillow_roundtrip(x: torch.Tensor, tables: list[list[int]]) -> torch.Tensor:
 
 def jpeg_rows(device: str, batches: list[int], size: int, quality: int, reps: int, warmup: int) -> list[dict]:
     qt = quality_tables(quality)[[0, 1, 1]].to(device)
+    dct = islow_matrices().to(device)
     rows = []
     for batch in batches:
         x = torch.rand(batch, 3, size, size, device=device) * 2 - 1
-        candidates: dict[str, Callable[[], object]] = {"pgdm torch reference": lambda: jpeg_roundtrip_reference(x, qt, (2, 2))}
+        candidates: dict[str, Callable[[], object]] = {"pgdm torch reference": lambda: jpeg_roundtrip_reference(x, qt, dct, (2, 2))}
         if device == "cuda":
-            candidates["pgdm Triton (fused, 1 launch)"] = lambda: jpeg_roundtrip_triton(x, qt, (2, 2))
+            candidates["pgdm Triton (fused, 1 launch)"] = lambda: jpeg_roundtrip_triton(x, qt, dct, (2, 2))
         try:
             import kornia.enhance
 

@@ -15,6 +15,9 @@ Conventions shared by the Triton kernel and the torch reference:
   belongs to one image region in every channel, and masking y region-wise (e.g. inpainting after JPEG)
   drops whole MCUs coherently.
 * qtables: (C, 8, 8) integer-valued quantisation tables in natural (row-major) order, 1..255.
+* dct: (2, 8, 8) int32 ISLOW matrices from ``islow_matrices()``, a tensor the caller keeps on the device
+  (``JPEG`` holds it as a buffer) so that no call creates device constants: the functions run inside
+  captured CUDA graphs and trace under ``torch.compile``.
 * Decoding rounds y half up to integers and clamps dequantised coefficients to ±16384 (16× the largest a
   real encoder produces) so arbitrary y stays inside int32 arithmetic.
 
@@ -26,8 +29,6 @@ works in float64 holding integers (exact below 2⁵³); the kernel in int32 with
 int64. Both give identical integers, so h, h† and h†∘h agree exactly across backends.
 """
 from __future__ import annotations
-
-import functools
 
 import torch
 from torch.library import triton_op, wrap_triton
@@ -50,6 +51,7 @@ from .libjpeg_math import (
 )
 
 __all__ = [
+    "islow_matrices",
     "jpeg_encode",
     "jpeg_decode",
     "jpeg_roundtrip",
@@ -287,63 +289,62 @@ def _geometry(height: int, width: int, chroma: tuple[int, int]) -> dict[str, int
     )
 
 
-@functools.lru_cache(maxsize=None)
-def _const(values: tuple, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """A constant tensor, built once per device: no host-to-device copy inside a captured CUDA graph."""
-    return torch.tensor(values, dtype=dtype, device=device)
+def islow_matrices() -> torch.Tensor:
+    """(2, 8, 8) int32: libjpeg's forward ([frequency, sample]) and inverse ([sample, frequency]) ISLOW matrices."""
+    return torch.tensor([FDCT_MATRIX, IDCT_MATRIX], dtype=torch.int32)
 
 
-def _launch(src: torch.Tensor, dst: torch.Tensor, qtables: torch.Tensor, chroma: tuple[int, int], height: int, width: int, from_pixels: bool, to_pixels: bool) -> None:
+def _launch(src: torch.Tensor, dst: torch.Tensor, qtables: torch.Tensor, dct: torch.Tensor, chroma: tuple[int, int], height: int, width: int, from_pixels: bool, to_pixels: bool) -> None:
     require_triton("the JPEG kernel")
     channels = src.shape[1]
     geo = _geometry(height, width, chroma)
     grid = (triton.cdiv(geo["WP"], TILE), triton.cdiv(geo["HP"], TILE), src.shape[0])
     scratch_size = 2048 * grid[0] * grid[1] * grid[2] if (to_pixels and channels == 3) else 1
     scratch = torch.empty(scratch_size, dtype=torch.uint8, device=src.device)
-    mf, mi = _const(FDCT_MATRIX, src.device, torch.int32), _const(IDCT_MATRIX, src.device, torch.int32)
     qt = qtables.to(device=src.device, dtype=torch.int32).contiguous()
+    dct = dct.to(device=src.device, dtype=torch.int32).contiguous()
     wrap_triton(_jpeg_codec_kernel)[grid](
-        src, dst, scratch, qt, mf, mi, *geo.values(),
+        src, dst, scratch, qt, dct[0], dct[1], *geo.values(),
         src.stride(0), src.stride(1), src.stride(2), dst.stride(0), dst.stride(1), dst.stride(2),
         C=channels, FV=chroma[0], FH=chroma[1], FROM_PIXELS=from_pixels, TO_PIXELS=to_pixels, num_warps=8,
     )
 
 
 @triton_op("pgdm::jpeg_encode", mutates_args={})
-def _jpeg_encode_op(x: torch.Tensor, qtables: torch.Tensor, fv: int, fh: int) -> torch.Tensor:
+def _jpeg_encode_op(x: torch.Tensor, qtables: torch.Tensor, dct: torch.Tensor, fv: int, fh: int) -> torch.Tensor:
     hp, wp = padded_size(x.shape[2], x.shape[3], (fv, fh))
     y = torch.zeros(x.shape[0], x.shape[1], hp, wp, dtype=torch.float32, device=x.device)
-    _launch(x.contiguous(), y, qtables, (fv, fh), x.shape[2], x.shape[3], True, False)
+    _launch(x.contiguous(), y, qtables, dct, (fv, fh), x.shape[2], x.shape[3], True, False)
     return y
 
 
 @triton_op("pgdm::jpeg_decode", mutates_args={})
-def _jpeg_decode_op(y: torch.Tensor, qtables: torch.Tensor, fv: int, fh: int, height: int, width: int) -> torch.Tensor:
+def _jpeg_decode_op(y: torch.Tensor, qtables: torch.Tensor, dct: torch.Tensor, fv: int, fh: int, height: int, width: int) -> torch.Tensor:
     x = torch.empty(y.shape[0], y.shape[1], height, width, dtype=torch.float32, device=y.device)
-    _launch(y.contiguous(), x, qtables, (fv, fh), height, width, False, True)
+    _launch(y.contiguous(), x, qtables, dct, (fv, fh), height, width, False, True)
     return x
 
 
 @triton_op("pgdm::jpeg_roundtrip", mutates_args={})
-def _jpeg_roundtrip_op(x: torch.Tensor, qtables: torch.Tensor, fv: int, fh: int) -> torch.Tensor:
+def _jpeg_roundtrip_op(x: torch.Tensor, qtables: torch.Tensor, dct: torch.Tensor, fv: int, fh: int) -> torch.Tensor:
     out = torch.empty_like(x, memory_format=torch.contiguous_format)
-    _launch(x.contiguous(), out, qtables, (fv, fh), x.shape[2], x.shape[3], True, True)
+    _launch(x.contiguous(), out, qtables, dct, (fv, fh), x.shape[2], x.shape[3], True, True)
     return out
 
 
-def jpeg_encode_triton(x: torch.Tensor, qtables: torch.Tensor, chroma: tuple[int, int]) -> torch.Tensor:
+def jpeg_encode_triton(x: torch.Tensor, qtables: torch.Tensor, dct: torch.Tensor, chroma: tuple[int, int]) -> torch.Tensor:
     """h(x) with the Triton kernel; arguments as ``jpeg_encode``."""
-    return _jpeg_encode_op(x, qtables, *chroma)
+    return _jpeg_encode_op(x, qtables, dct, *chroma)
 
 
-def jpeg_decode_triton(y: torch.Tensor, qtables: torch.Tensor, chroma: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+def jpeg_decode_triton(y: torch.Tensor, qtables: torch.Tensor, dct: torch.Tensor, chroma: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
     """h†(y) with the Triton kernel; arguments as ``jpeg_decode``."""
-    return _jpeg_decode_op(y, qtables, *chroma, *size)
+    return _jpeg_decode_op(y, qtables, dct, *chroma, *size)
 
 
-def jpeg_roundtrip_triton(x: torch.Tensor, qtables: torch.Tensor, chroma: tuple[int, int]) -> torch.Tensor:
+def jpeg_roundtrip_triton(x: torch.Tensor, qtables: torch.Tensor, dct: torch.Tensor, chroma: tuple[int, int]) -> torch.Tensor:
     """h†(h(x)) in one launch; arguments as ``jpeg_roundtrip``."""
-    return _jpeg_roundtrip_op(x, qtables, *chroma)
+    return _jpeg_roundtrip_op(x, qtables, dct, *chroma)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -365,13 +366,13 @@ def _pixels_ref(x: torch.Tensor) -> torch.Tensor:
 
 
 def _image_ref(p: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    return ((p.float() - 127.5) * _const(_INV_SCALE, p.device, torch.float32)).to(dtype)
+    return ((p.float() - 127.5) * _INV_SCALE).to(dtype)  # the scalar is exactly fl32(1/127.5)
 
 
 def _rgb_to_ycc_ref(p: torch.Tensor) -> torch.Tensor:
-    m = _const(RGB_TO_YCC, p.device, torch.float64)
-    off = _const(YCC_OFFSET, p.device, torch.float64).view(3, 1, 1)
-    return _floor_shift(torch.einsum("kc,bchw->bkhw", m, p) + off, SCALEBITS)
+    r, g, b = p.unbind(1)
+    rows = [(kr * r + kg * g + kb * b + off) for (kr, kg, kb), off in zip(RGB_TO_YCC, YCC_OFFSET)]
+    return _floor_shift(torch.stack(rows, 1), SCALEBITS)
 
 
 def _ycc_to_rgb_ref(s: torch.Tensor) -> torch.Tensor:
@@ -398,15 +399,16 @@ def _component_samples(plane: torch.Tensor, sub: tuple[int, int], height: int, w
     nbh, nbw, hc = -(-height // (8 * sv)), -(-width // (8 * sh)), -(-height // sv)
     p = plane[:, _replicate(hc * sv, height, plane.device)][:, :, _replicate(nbw * 8 * sh, width, plane.device)]
     s = p.view(p.shape[0], hc, sv, nbw * 8, sh).sum((2, 4))
-    bias = _const(tuple(downsample_bias(sv, sh, odd) for odd in (0, 1)), p.device, torch.float64)
-    s = _floor_shift(s + bias.repeat(nbw * 4), (sv - 1) + (sh - 1))
+    odd = torch.arange(nbw * 8, device=p.device) % 2
+    bias = downsample_bias(sv, sh, 0) + (downsample_bias(sv, sh, 1) - downsample_bias(sv, sh, 0)) * odd
+    s = _floor_shift(s + bias, (sv - 1) + (sh - 1))
     return s[:, _replicate(nbh * 8, hc, p.device)]
 
 
-def _fdct_quantize_ref(s: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+def _fdct_quantize_ref(s: torch.Tensor, q: torch.Tensor, mf: torch.Tensor) -> torch.Tensor:
     """(B, 8·nbh, 8·nbw) samples → quantised coefficients, same layout ([.., 8i + u, 8j + v])."""
     b, h, w = s.shape
-    mf = _const(FDCT_MATRIX, s.device, torch.float64)
+    mf = mf.to(torch.float64)
     blocks = (s - 128).view(b, h // 8, 8, w // 8, 8)  # [b, i, r, j, c]
     t = _descale_ref(torch.einsum("birjc,vc->birjv", blocks, mf), FDCT_PASS1_SHIFT)  # rows
     t = _descale_ref(torch.einsum("birjv,ur->biujv", t, mf), FDCT_PASS2_SHIFT)  # columns
@@ -414,10 +416,10 @@ def _fdct_quantize_ref(s: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return (torch.floor((t.abs() + 4 * q) / (8 * q)) * torch.sign(t)).reshape(b, h, w)
 
 
-def _dequantize_idct_ref(k: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+def _dequantize_idct_ref(k: torch.Tensor, q: torch.Tensor, mi: torch.Tensor) -> torch.Tensor:
     """Quantised coefficients (B, 8·nbh, 8·nbw) → samples 0..255, same layout."""
     b, h, w = k.shape
-    mi = _const(IDCT_MATRIX, k.device, torch.float64)
+    mi = mi.to(torch.float64)
     q = q.to(device=k.device, dtype=torch.float64).view(1, 1, 8, 1, 8)
     d = (k.view(b, h // 8, 8, w // 8, 8) * q).clamp_(-_COEF_LIMIT, _COEF_LIMIT)  # [b, i, u, j, v]
     t = _descale_ref(torch.einsum("biujv,ru->birjv", d, mi), IDCT_PASS1_SHIFT)  # columns
@@ -436,9 +438,11 @@ def _fancy_upsample_ref(s: torch.Tensor, sub: tuple[int, int], height: int, widt
             before = s.index_select(dim, (idx - 1).clamp(min=0))
             after = s.index_select(dim, (idx + 1).clamp(max=n - 1))
             s = torch.stack([3 * s + before, 3 * s + after], dim + 1).flatten(dim, dim + 1)
-    bias = _const(tuple(tuple(upsample_bias(sv, sh, a, b) for b in (0, 1)) for a in (0, 1)), s.device, torch.float64)
-    odd_r, odd_c = torch.arange(s.shape[1], device=s.device) % 2, torch.arange(s.shape[2], device=s.device) % 2
-    s = _floor_shift(s + bias[odd_r[:, None], odd_c[None, :]], 2 * ((sv - 1) + (sh - 1)))
+    odd_r = (torch.arange(s.shape[1], device=s.device) % 2)[:, None]
+    odd_c = (torch.arange(s.shape[2], device=s.device) % 2)[None, :]
+    base = upsample_bias(sv, sh, 0, 0)
+    bias = base + (upsample_bias(sv, sh, 1, 0) - base) * odd_r + (upsample_bias(sv, sh, 0, 1) - base) * odd_c
+    s = _floor_shift(s + bias, 2 * ((sv - 1) + (sh - 1)))
     return s[:, :height, :width]
 
 
@@ -446,7 +450,7 @@ def _subsampling(channel: int, chroma: tuple[int, int]) -> tuple[int, int]:
     return (1, 1) if channel == 0 else chroma
 
 
-def jpeg_encode_reference(x: torch.Tensor, qtables: torch.Tensor, chroma: tuple[int, int]) -> torch.Tensor:
+def jpeg_encode_reference(x: torch.Tensor, qtables: torch.Tensor, dct: torch.Tensor, chroma: tuple[int, int]) -> torch.Tensor:
     """h(x) in torch; arguments as ``jpeg_encode``."""
     b, ch, height, width = x.shape
     hp, wp = padded_size(height, width, chroma)
@@ -455,7 +459,7 @@ def jpeg_encode_reference(x: torch.Tensor, qtables: torch.Tensor, chroma: tuple[
     y = torch.zeros(b, ch, hp, wp, dtype=torch.float32, device=x.device)
     for c in range(ch):
         sv, sh = _subsampling(c, chroma)
-        k = _fdct_quantize_ref(_component_samples(planes[:, c], (sv, sh), height, width), qtables[c])
+        k = _fdct_quantize_ref(_component_samples(planes[:, c], (sv, sh), height, width), qtables[c], dct[0])
         nbh, nbw = k.shape[1] // 8, k.shape[2] // 8
         cells = torch.zeros(b, nbh, 8 * sv, nbw, 8 * sh, dtype=torch.float32, device=x.device)
         cells[:, :, :8, :, :8] = k.view(b, nbh, 8, nbw, 8)  # a block in the top-left of its 8sv × 8sh cell
@@ -463,7 +467,7 @@ def jpeg_encode_reference(x: torch.Tensor, qtables: torch.Tensor, chroma: tuple[
     return y
 
 
-def jpeg_decode_reference(y: torch.Tensor, qtables: torch.Tensor, chroma: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+def jpeg_decode_reference(y: torch.Tensor, qtables: torch.Tensor, dct: torch.Tensor, chroma: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
     """h†(y) in torch; arguments as ``jpeg_decode``."""
     b, ch = y.shape[:2]
     height, width = size
@@ -473,16 +477,16 @@ def jpeg_decode_reference(y: torch.Tensor, qtables: torch.Tensor, chroma: tuple[
         sv, sh = _subsampling(c, chroma)
         nbh, nbw = -(-height // (8 * sv)), -(-width // (8 * sh))
         k = k_all[:, c, : 8 * sv * nbh, : 8 * sh * nbw].reshape(b, nbh, 8 * sv, nbw, 8 * sh)[:, :, :8, :, :8]
-        s = _dequantize_idct_ref(k.reshape(b, 8 * nbh, 8 * nbw), qtables[c])
+        s = _dequantize_idct_ref(k.reshape(b, 8 * nbh, 8 * nbw), qtables[c], dct[1])
         planes.append(_fancy_upsample_ref(s, (sv, sh), height, width))
     p = torch.stack(planes, 1)
     return _image_ref(_ycc_to_rgb_ref(p) if ch == 3 else p, torch.float32)
 
 
-def jpeg_roundtrip_reference(x: torch.Tensor, qtables: torch.Tensor, chroma: tuple[int, int]) -> torch.Tensor:
+def jpeg_roundtrip_reference(x: torch.Tensor, qtables: torch.Tensor, dct: torch.Tensor, chroma: tuple[int, int]) -> torch.Tensor:
     """h†(h(x)) in torch; arguments as ``jpeg_roundtrip``."""
-    y = jpeg_encode_reference(x, qtables, chroma)
-    return jpeg_decode_reference(y, qtables, chroma, x.shape[-2:]).to(x.dtype)
+    y = jpeg_encode_reference(x, qtables, dct, chroma)
+    return jpeg_decode_reference(y, qtables, dct, chroma, x.shape[-2:]).to(x.dtype)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -490,24 +494,24 @@ def jpeg_roundtrip_reference(x: torch.Tensor, qtables: torch.Tensor, chroma: tup
 # ---------------------------------------------------------------------------------------------------------
 
 
-def jpeg_encode(x: torch.Tensor, qtables: torch.Tensor, chroma: tuple[int, int]) -> torch.Tensor:
+def jpeg_encode(x: torch.Tensor, qtables: torch.Tensor, dct: torch.Tensor, chroma: tuple[int, int]) -> torch.Tensor:
     """Baseline JPEG encoding up to the entropy coder: the quantised DCT coefficients.
 
     x: (B, C, H, W) float in [-1, 1], C ∈ {1, 3}; qtables: (C, 8, 8) integers 1..255 (natural order);
-    chroma: (fv, fh) ∈ {1, 2}², the averaging of channels 1 and 2. Returns y: (B, C, Hp, Wp) float32
-    integers in the layout of the module docstring.
+    dct: ``islow_matrices()`` on x's device; chroma: (fv, fh) ∈ {1, 2}², the averaging of channels 1 and 2.
+    Returns y: (B, C, Hp, Wp) float32 integers in the layout of the module docstring.
     """
-    return dispatch(jpeg_encode_triton, jpeg_encode_reference, x.device)(x, qtables, chroma)
+    return dispatch(jpeg_encode_triton, jpeg_encode_reference, x.device)(x, qtables, dct, chroma)
 
 
-def jpeg_decode(y: torch.Tensor, qtables: torch.Tensor, chroma: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+def jpeg_decode(y: torch.Tensor, qtables: torch.Tensor, dct: torch.Tensor, chroma: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
     """libjpeg's default decoder (ISLOW IDCT, fancy upsampling) on coefficients y: (B, C, Hp, Wp).
 
     size: (H, W) of the image. Returns (B, C, H, W) float32 in [-1, 1], on the 8-bit pixel grid.
     """
-    return dispatch(jpeg_decode_triton, jpeg_decode_reference, y.device)(y, qtables, chroma, size)
+    return dispatch(jpeg_decode_triton, jpeg_decode_reference, y.device)(y, qtables, dct, chroma, size)
 
 
-def jpeg_roundtrip(x: torch.Tensor, qtables: torch.Tensor, chroma: tuple[int, int]) -> torch.Tensor:
+def jpeg_roundtrip(x: torch.Tensor, qtables: torch.Tensor, dct: torch.Tensor, chroma: tuple[int, int]) -> torch.Tensor:
     """jpeg_decode(jpeg_encode(x)) without materialising y: (B, C, H, W) in x's dtype, in [-1, 1]."""
-    return dispatch(jpeg_roundtrip_triton, jpeg_roundtrip_reference, x.device)(x, qtables, chroma)
+    return dispatch(jpeg_roundtrip_triton, jpeg_roundtrip_reference, x.device)(x, qtables, dct, chroma)

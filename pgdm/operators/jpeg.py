@@ -6,7 +6,7 @@ from typing import Sequence
 
 import torch
 
-from ..kernels.jpeg_codec import jpeg_decode, jpeg_encode, jpeg_roundtrip, padded_size
+from ..kernels.jpeg_codec import islow_matrices, jpeg_decode, jpeg_encode, jpeg_roundtrip, padded_size
 from .base import Operator
 from .jpeg_file import read_jpeg_coefficients
 
@@ -96,6 +96,7 @@ class JPEG(Operator):
         self.size = None if size is None else (int(size[0]), int(size[1]))
         standard = None if quality is None else quality_tables(quality)[: 1 if grayscale else 2]
         self.register_buffer("qtables", self._per_channel(standard if tables is None else tables))
+        self.register_buffer("dct", islow_matrices(), persistent=False)  # kernel constants, kept on the device
 
     def _per_channel(self, tables: torch.Tensor | Sequence) -> torch.Tensor:
         t = torch.as_tensor(tables)
@@ -168,14 +169,14 @@ class JPEG(Operator):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """y = h(x): (B, C, H, W) in [-1, 1] → (B, C, Hp, Wp) float32 quantised coefficients."""
         self.check_input(x)
-        return jpeg_encode(x, self.qtables, self.chroma)
+        return jpeg_encode(x, self.qtables, self.dct, self.chroma)
 
     def pinv(self, y: torch.Tensor) -> torch.Tensor:
         """h†(y): coefficients (B, C, Hp, Wp) → the decoded image (B, C, H, W) float32 in [-1, 1]."""
         self.check_measurement(y)
-        return jpeg_decode(y, self.qtables, self.chroma, self._image_size(*y.shape[-2:]))
+        return jpeg_decode(y, self.qtables, self.dct, self.chroma, self._image_size(*y.shape[-2:]))
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """h†(h(x)) in one pass (one kernel launch on CUDA): (B, C, H, W) → (B, C, H, W) in x's dtype."""
         self.check_input(x)
-        return jpeg_roundtrip(x, self.qtables, self.chroma)
+        return jpeg_roundtrip(x, self.qtables, self.dct, self.chroma)

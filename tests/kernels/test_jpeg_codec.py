@@ -15,6 +15,9 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
+DCT = jc.islow_matrices().to(DEVICE)
+
+
 def _tables(quality: int, channels: int) -> torch.Tensor:
     t = quality_tables(quality)
     return t[:1] if channels == 1 else t[[0, 1, 1]]
@@ -42,14 +45,14 @@ CASES = [  # (shape, chroma, quality)
 def test_kernel_matches_reference_exactly(shape, chroma, quality):
     x = _images(shape)
     qt = _tables(quality, shape[1]).to(DEVICE)
-    y_ref = jc.jpeg_encode_reference(x, qt, chroma)
-    y_tri = jc.jpeg_encode_triton(x, qt, chroma)
+    y_ref = jc.jpeg_encode_reference(x, qt, DCT, chroma)
+    y_tri = jc.jpeg_encode_triton(x, qt, DCT, chroma)
     assert y_tri.shape == y_ref.shape == (x.shape[0], shape[1], *jc.padded_size(*shape[2:], chroma))
     assert int((y_tri != y_ref).sum()) == 0
-    x_ref = jc.jpeg_decode_reference(y_ref, qt, chroma, shape[2:])
-    assert int((jc.jpeg_decode_triton(y_ref, qt, chroma, shape[2:]) != x_ref).sum()) == 0
-    assert int((jc.jpeg_roundtrip_triton(x, qt, chroma) != x_ref).sum()) == 0
-    assert torch.equal(jc.jpeg_roundtrip_reference(x, qt, chroma), x_ref)
+    x_ref = jc.jpeg_decode_reference(y_ref, qt, DCT, chroma, shape[2:])
+    assert int((jc.jpeg_decode_triton(y_ref, qt, DCT, chroma, shape[2:]) != x_ref).sum()) == 0
+    assert int((jc.jpeg_roundtrip_triton(x, qt, DCT, chroma) != x_ref).sum()) == 0
+    assert torch.equal(jc.jpeg_roundtrip_reference(x, qt, DCT, chroma), x_ref)
 
 
 def test_decode_of_arbitrary_coefficients_matches():
@@ -57,8 +60,8 @@ def test_decode_of_arbitrary_coefficients_matches():
     qt = _tables(75, 3).to(DEVICE)
     y = torch.randn(1, 3, 32, 32, device=DEVICE) * 300
     y[0, :, 0, 0] = 1e9
-    out = jc.jpeg_decode_triton(y, qt, (2, 2), (32, 32))
-    assert int((out != jc.jpeg_decode_reference(y, qt, (2, 2), (32, 32))).sum()) == 0
+    out = jc.jpeg_decode_triton(y, qt, DCT, (2, 2), (32, 32))
+    assert int((out != jc.jpeg_decode_reference(y, qt, DCT, (2, 2), (32, 32))).sum()) == 0
     assert out.abs().max() <= 1
 
 
@@ -86,9 +89,9 @@ def test_cuda_large_batches(chroma, dtype):
     x = (torch.rand(5, 3, 256, 200, device="cuda") * 2 - 1).to(dtype)
     for quality in (5, 50, 95):
         qt = _tables(quality, 3).cuda()
-        y = jc.jpeg_encode_triton(x, qt, chroma)
-        assert int((y != jc.jpeg_encode_reference(x, qt, chroma)).sum()) == 0
-        assert int((jc.jpeg_roundtrip_triton(x, qt, chroma) != jc.jpeg_roundtrip_reference(x, qt, chroma)).sum()) == 0
+        y = jc.jpeg_encode_triton(x, qt, DCT, chroma)
+        assert int((y != jc.jpeg_encode_reference(x, qt, DCT, chroma)).sum()) == 0
+        assert int((jc.jpeg_roundtrip_triton(x, qt, DCT, chroma) != jc.jpeg_roundtrip_reference(x, qt, DCT, chroma)).sum()) == 0
 
 
 @cuda
@@ -96,14 +99,14 @@ def test_cuda_large_batches(chroma, dtype):
 def test_cuda_compile_and_graph_capture():
     x = torch.rand(4, 3, 64, 64, device="cuda") * 2 - 1
     qt = _tables(10, 3).cuda()
-    expected = jc.jpeg_roundtrip_reference(x, qt, (2, 2))
-    compiled = torch.compile(lambda t: jc.jpeg_roundtrip_triton(t, qt, (2, 2)), fullgraph=True)
+    expected = jc.jpeg_roundtrip_reference(x, qt, DCT, (2, 2))
+    compiled = torch.compile(lambda t: jc.jpeg_roundtrip_triton(t, qt, DCT, (2, 2)), fullgraph=True)
     assert torch.equal(compiled(x), expected)
     static = x.clone()
-    jc.jpeg_roundtrip_triton(static, qt, (2, 2))  # warm up (compile) outside the capture
+    jc.jpeg_roundtrip_triton(static, qt, DCT, (2, 2))  # warm up (compile) outside the capture
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        out = jc.jpeg_roundtrip_triton(static, qt, (2, 2))
+        out = jc.jpeg_roundtrip_triton(static, qt, DCT, (2, 2))
     static.copy_(x.flip(0))
     graph.replay()
-    assert torch.equal(out, jc.jpeg_roundtrip_reference(x.flip(0), qt, (2, 2)))
+    assert torch.equal(out, jc.jpeg_roundtrip_reference(x.flip(0), qt, DCT, (2, 2)))
