@@ -34,14 +34,15 @@ def read_image(path: str | Path, channels: int) -> torch.Tensor:
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """(C, H, W) in [-1, 1] → (H, W) or (H, W, C) uint8 array (round to nearest)."""
-    a = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    """(C, H, W) in [-1, 1] → (H, W) or (H, W, C) uint8 array, rounding half up as ``pgdm.ops.JPEG`` does."""
+    a = torch.floor(x.detach().double().cpu() * 127.5 + 128).clamp(0, 255).to(torch.uint8)
     return a[0].numpy() if a.shape[0] == 1 else a.permute(1, 2, 0).numpy()
 
 
-def write_image(x: torch.Tensor, path: str | Path) -> Path:
+def write_image(x: torch.Tensor, path: str | Path, **save_options) -> Path:
     """Write (C, H, W) in [-1, 1] as an 8-bit PNG (or any Pillow format by suffix), atomically.
 
+    ``save_options`` go to ``PIL.Image.save`` (e.g. ``qtables=``/``subsampling=`` for JPEG).
     The image goes to a temporary file in the same folder and is renamed into place, so an interrupted
     run never leaves a half-written output.
     """
@@ -50,7 +51,7 @@ def write_image(x: torch.Tensor, path: str | Path) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix or ".png", dir=path.parent)
     os.close(fd)
     try:
-        Image.fromarray(to_uint8(x)).save(tmp)
+        Image.fromarray(to_uint8(x)).save(tmp, **save_options)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
