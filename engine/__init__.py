@@ -1,1 +1,25 @@
-"""Fast execution of the ΠGDM step: compiled VJP, CUDA graphs, precision, batching."""
+"""Fast execution of the ΠGDM step: compiled VJP, CUDA graphs, precision, batching.
+
+``pgdm.engine.restorer(denoiser, backend="eager" | "compile" | "cudagraph", precision=..., steps=...)``
+returns an :class:`Engine` whose ``restore`` is a drop-in for :meth:`pgdm.Restorer.restore`;
+``engine.queue()`` batches mixed requests. See ``README_engine.md``.
+"""
+from .batching import RestoreQueue, RestoreRequest
+from .graphs import GraphKey
+from .operators import operator_signature
+from .precision import PRECISIONS
+from .runner import BACKENDS, Engine, EngineConfig, engine_step_, gather_step_no_sync, restorer
+
+__all__ = [
+    "BACKENDS",
+    "PRECISIONS",
+    "Engine",
+    "EngineConfig",
+    "GraphKey",
+    "RestoreQueue",
+    "RestoreRequest",
+    "engine_step_",
+    "gather_step_no_sync",
+    "operator_signature",
+    "restorer",
+]

@@ -1,0 +1,68 @@
+"""``torch.compile`` of the whole ΠGDM step, guidance VJP included. The only place with dynamo/Inductor flags.
+
+How the VJP compiles: :func:`pgdm.sampler.pigdm_step` takes the input-only VJP with
+``torch.autograd.grad(x0, x_in, grad_outputs=v)``. In torch 2.13 dynamo refuses that call unless
+``torch._dynamo.config.trace_autograd_ops`` is True; with the flag it traces the forward and the
+backward into one graph (AOTAutograd partitions the fw/bw subgraphs) and ``fullgraph=True`` holds,
+so the one step function is compiled unchanged. ``torch.func.vjp`` also compiles with fullgraph but
+would need a second code path in ``pigdm_step``; we keep the single step and scope the flag to the
+engine's own calls (:func:`dynamo_flags`), never setting it globally.
+
+Modes: ``"default"`` on CPU; on CUDA ``"max-autotune-no-cudagraphs"`` (the engine captures its own
+CUDA graph around the whole step, and the step updates its static buffers in place, which Inductor's
+``reduce-overhead`` cudagraph trees would skip). Shapes are specialised (``dynamic=False``): the engine
+pads batches to a few sizes, one compiled graph each.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import types
+from typing import Callable, Iterator
+
+import torch
+
+__all__ = ["default_mode", "dynamo_flags", "compile_step", "fresh_function"]
+
+# Recompiles allowed per compiled step: one per (batch size, operator, noisy?) the engine meets.
+_RECOMPILE_LIMIT = 64
+
+
+def default_mode(device: torch.device) -> str:
+    """The ``torch.compile`` mode the engine uses on ``device`` unless the config names one."""
+    return "max-autotune-no-cudagraphs" if device.type == "cuda" else "default"
+
+
+@contextlib.contextmanager
+def dynamo_flags() -> Iterator[None]:
+    """Dynamo settings for tracing the step: ``torch.autograd.grad`` traced into the graph, more recompiles."""
+    with torch._dynamo.config.patch(trace_autograd_ops=True, recompile_limit=_RECOMPILE_LIMIT):
+        yield
+
+
+def fresh_function(fn: Callable) -> Callable:
+    """A copy of ``fn`` with its own code object, so dynamo keeps a separate cache (and recompile count) for it.
+
+    Dynamo stores compiled graphs on the code object; every engine compiles its own copy of the step
+    so that engines with different models or operators never evict each other's graphs.
+    """
+    code = fn.__code__.replace()  # a new code object with the same bytecode
+    new = types.FunctionType(code, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+    new.__kwdefaults__ = fn.__kwdefaults__
+    return functools.update_wrapper(new, fn)
+
+
+def compile_step(fn: Callable, device: torch.device, mode: str | None = None) -> Callable:
+    """``torch.compile(fn, mode=…, fullgraph=True, dynamic=False)``, called under :func:`dynamo_flags`.
+
+    Compilation happens on the first call for each new input shape/operator; a graph break raises.
+    """
+    compiled = torch.compile(fresh_function(fn), mode=mode or default_mode(device), fullgraph=True, dynamic=False)
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        with dynamo_flags():
+            return compiled(*args, **kwargs)
+
+    run.compiled = compiled  # type: ignore[attr-defined]
+    return run
