@@ -71,9 +71,10 @@ _TABLE: list[tuple[str, Factory, str]] = [
         "inpaint-freeform: hide random brush strokes drawn from the seed",
     ),
     (
-        r"jpeg(\d+)(?:-(420|422|444))?",
-        lambda m, s, seed: JPEG(int(m[1]), subsampling=m[2] or "420", grayscale=s[0] == 1, size=(s[1], s[2])),
-        "jpegQ[-420|-422|-444]: baseline JPEG at IJG quality Q (1..100), y = quantised DCT coefficients; 4:2:0 by default, grayscale for 1-channel images",
+        r"jpeg(\d+)?(?:-(420|422|444))?",
+        lambda m, s, seed: JPEG(int(m[1] or 75), subsampling=m[2] or "420", grayscale=s[0] == 1, size=(s[1], s[2])),
+        "jpeg[Q][-420|-422|-444]: baseline JPEG at IJG quality Q (1..100, default 75), y = quantised DCT coefficients; "
+        "4:2:0 by default, grayscale for 1-channel images; restoring a .jpg file uses the file's own tables",
     ),
     (
         r"quant(\d+)",

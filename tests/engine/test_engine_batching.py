@@ -139,3 +139,8 @@ def test_queue_unknown_operators_group_by_identity():
     _equal(out[3], eng.restore(p(_img(2, 3)), p, seed=[5, 6]))
     with pytest.raises(ValueError, match="mode"):
         eng.queue("fastest")
+
+
+def test_queue_rejects_unknown_mode():
+    with pytest.raises(ValueError, match="mode"):
+        E.restorer(tiny_denoiser(), steps=STEPS).queue("fastest")
