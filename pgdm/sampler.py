@@ -264,7 +264,7 @@ class Restorer:
         Returns:
             (B, C, H, W) restored images in [-1, 1]; with ``return_std`` a (mean, std) pair.
         """
-        dtype = y.dtype if y.is_floating_point() and y.dtype == torch.float64 else torch.float32
+        dtype = torch.float64 if y.dtype == torch.float64 else torch.float32  # sampling math in fp32 (or fp64)
         plan = plan_sampling(
             self.denoiser,
             y,
