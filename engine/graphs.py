@@ -16,7 +16,7 @@ import torch
 
 from pgdm.operators import Operator
 
-__all__ = ["GraphKey", "StaticBuffers", "capture_cuda_graph", "GraphEntry", "GraphDispatcher"]
+__all__ = ["GraphKey", "StaticBuffers", "StepNotCapturable", "capture_cuda_graph", "GraphEntry", "GraphDispatcher"]
 
 
 class GraphKey(NamedTuple):
@@ -63,21 +63,40 @@ class StaticBuffers:
         return sum(t.numel() * t.element_size() for t in (*self._rows.values(), *self._tables.values()))
 
 
-def capture_cuda_graph(fn: Callable[[], None], *, pool=None, warmup_iters: int = 2) -> "torch.cuda.CUDAGraph":
-    """Run ``fn`` ``warmup_iters`` times on a side stream (cuDNN/cuBLAS/cuFFT plans, Inductor compile), then capture it.
+class StepNotCapturable(RuntimeError):
+    """The step synchronised with the host during a checked warm-up run, so it cannot be captured."""
 
-    ``fn`` must read and write only tensors that outlive the graph (static buffers, weights, operator
-    caches); anything it allocates lives in the graph's private ``pool``. The warm-up runs change the
-    static buffers: reload them before replaying.
+
+def capture_cuda_graph(
+    fn: Callable[[], None], *, stream: "torch.cuda.Stream", pool=None, warmup_iters: int = 2
+) -> "torch.cuda.CUDAGraph":
+    """Warm ``fn`` up on ``stream``, check it never syncs with the host, then capture it on the same stream.
+
+    The first ``warmup_iters − 1`` runs build cuDNN/cuBLAS/cuFFT plans and workspaces (and compile an
+    Inductor step); the last one runs under ``torch.cuda.set_sync_debug_mode("error")``, so a host sync
+    (``.item()``, a blocking host-to-device copy such as ``torch.tensor(0.0, device="cuda")``) raises
+    :class:`StepNotCapturable` *before* capture instead of invalidating it. Warm-up and capture share
+    one stream so per-stream workspaces exist before capture. ``fn`` must read and write only tensors
+    that outlive the graph (static buffers, weights, operator caches); what it allocates lives in the
+    graph's private ``pool``. The warm-up runs change the static buffers: reload them before replaying.
     """
-    stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
-        for _ in range(warmup_iters):
+        for _ in range(warmup_iters - 1):
             fn()
+        previous = torch.cuda.get_sync_debug_mode()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            fn()
+        except RuntimeError as e:
+            if "synchroniz" in str(e).lower():
+                raise StepNotCapturable(f"the step synchronises with the host, so it cannot be captured: {e}") from e
+            raise
+        finally:
+            torch.cuda.set_sync_debug_mode(previous)
     torch.cuda.current_stream().wait_stream(stream)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, pool=pool):
+    with torch.cuda.graph(graph, pool=pool, stream=stream):
         fn()
     return graph
 

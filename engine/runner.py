@@ -11,6 +11,7 @@ into one CUDA graph that is replayed for every step.
 from __future__ import annotations
 
 import time
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -19,13 +20,13 @@ import torch
 
 from pgdm import schedules
 from pgdm.denoiser import Denoiser
-from pgdm.operators import Operator
+from pgdm.operators import Inpaint, Operator
 from pgdm.rng import gaussian_no_sync
 from pgdm.sampler import SamplingPlan, pigdm_step, plan_sampling, summarize_samples
 
 from .batching import RestoreQueue, pad_plan
 from .compile import compile_step
-from .graphs import GraphDispatcher, GraphEntry, GraphKey, StaticBuffers, capture_cuda_graph
+from .graphs import GraphDispatcher, GraphEntry, GraphKey, StaticBuffers, StepNotCapturable, capture_cuda_graph
 from .operators import is_row_independent, load_rows_, operator_signature, slice_operator, static_operator, warm_operator_
 from .precision import PRECISIONS, precision_context, prepare_denoiser
 
@@ -52,7 +53,8 @@ class EngineConfig:
         compile_mode: ``torch.compile`` mode; None: ``"default"`` on CPU, ``"max-autotune-no-cudagraphs"`` on CUDA.
         copy_model: freeze and cast a deep copy of the denoiser (True), or the caller's network in place (False).
         max_graphs: CUDA graphs kept at most; further keys run eagerly.
-        warmup_iters: eager runs of the step on a side stream before each capture.
+        warmup_iters: runs of the step on the capture stream before each capture (≥ 2: the last one runs under
+            ``torch.cuda.set_sync_debug_mode("error")``; a step that syncs is not captured and runs eagerly).
     """
 
     steps: int = 100
@@ -79,8 +81,8 @@ class EngineConfig:
         if not sizes or sizes[0] < 1:
             raise ValueError(f"batch_sizes must be positive integers, got {self.batch_sizes}")
         object.__setattr__(self, "batch_sizes", sizes)
-        if self.max_graphs < 0 or self.warmup_iters < 1:
-            raise ValueError("max_graphs must be ≥ 0 and warmup_iters ≥ 1")
+        if self.max_graphs < 0 or self.warmup_iters < 2:
+            raise ValueError("max_graphs must be ≥ 0 and warmup_iters ≥ 2")
 
 
 def gather_step_no_sync(tables: dict[str, torch.Tensor], counter: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -156,7 +158,8 @@ class Engine:
         self._graphs = GraphDispatcher(config.batch_sizes, config.max_graphs)
         self._buffers = StaticBuffers(self._graphs.max_batch, self.device)
         self._static_ops: dict[tuple, Operator] = {}
-        self._pool = None
+        self._uncapturable: set[GraphKey] = set()
+        self._pool = self._capture_stream = None
         self.stats: Counter[str] = Counter()  # runs per path: eager, compiled, graph; captures; fallbacks
 
     @property
@@ -218,9 +221,9 @@ class Engine:
                 return self._run_direct(run, self._step, self._static_op(run), callback)[:rows]
             key = None if run is None else self._graph_key(run)
             entry = None if key is None else self._graphs.get(key)
-            if entry is None and key is not None and not self._graphs.full():
+            if entry is None and key is not None and key not in self._uncapturable and not self._graphs.full():
                 entry = self._capture(key, run)
-            if entry is None:  # larger than every captured size, an operator that cannot pad, or the cache is full
+            if entry is None:  # larger than every size, an operator that cannot pad, a step that syncs, or the cache is full
                 self.stats["eager_fallback"] += 1
                 return self._run_direct(plan, engine_step_, plan.op, callback)
             self.stats["graph"] += 1
@@ -246,10 +249,10 @@ class Engine:
         if self.config.backend == "eager":
             return 0.0
         if not is_row_independent(op):
-            rows = op.mask.shape[0] if hasattr(op, "mask") else None
-            op = slice_operator(op, rows, 0, 1) if rows else None
+            masks = [m.mask.shape[0] for m in op.modules() if isinstance(m, Inpaint) and m.mask.shape[0] > 1]
+            op = slice_operator(op, masks[0], 0, 1) if masks else None
             if op is None:
-                raise ValueError("warmup needs an operator without per-image parameters (or an inpainting mask)")
+                raise ValueError("warmup needs an operator without per-image parameters (other than inpainting masks)")
         if class_labels is None and self.denoiser.class_cond:
             class_labels = 0
         with precision_context(self.config.precision, self.device):
@@ -261,8 +264,8 @@ class Engine:
                 if self.config.backend == "compile":
                     x_run = run.x_init.clone()
                     self._step(self.denoiser, self._static_op(run), x_run, self._counter.zero_(), run.coefs, run.y, run.y_pinv, run.keys, run.sigma_y2, run.class_labels)
-                elif self._graphs.get(self._graph_key(run)) is None and not self._graphs.full():
-                    self._capture(self._graph_key(run), run)
+                elif self._graphs.get(key := self._graph_key(run)) is None and key not in self._uncapturable and not self._graphs.full():
+                    self._capture(key, run)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return time.perf_counter() - t0
@@ -299,8 +302,11 @@ class Engine:
         b, c, h, w = plan.x_init.shape
         return GraphKey(b, c, h, w, plan.x_init.dtype, operator_signature(plan.op), plan.sigma_y2 is not None, plan.class_labels is not None)
 
-    def _capture(self, key: GraphKey, plan: SamplingPlan) -> GraphEntry:
-        """Allocate the key's static views, load ``plan`` into them, warm the operator, capture the step."""
+    def _capture(self, key: GraphKey, plan: SamplingPlan) -> GraphEntry | None:
+        """Allocate the key's static views, load ``plan`` into them, warm the operator, capture the step.
+
+        Returns None (and remembers the key, which then runs eagerly) when the step syncs with the host.
+        """
         b, buf = key.batch, self._buffers
 
         def rows(name: str, t: torch.Tensor | None) -> torch.Tensor | None:
@@ -325,7 +331,15 @@ class Engine:
 
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
-        entry.graph = capture_cuda_graph(step, pool=self._pool, warmup_iters=self.config.warmup_iters)
+            self._capture_stream = torch.cuda.Stream(device=self.device)
+        try:
+            with torch.cuda.device(self.device):
+                entry.graph = capture_cuda_graph(step, stream=self._capture_stream, pool=self._pool, warmup_iters=self.config.warmup_iters)
+        except StepNotCapturable as e:
+            self._uncapturable.add(key)
+            self.stats["uncapturable"] += 1
+            warnings.warn(f"pgdm.engine: running {key.operator!r} batches of {key.batch} eagerly: {e}", RuntimeWarning, stacklevel=3)
+            return None
         self._graphs.add(key, entry)
         self.stats["captures"] += 1
         return entry
