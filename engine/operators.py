@@ -11,12 +11,13 @@ they batch with other rows when ``op.repeat_batch(2) is op`` (no per-image param
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 from typing import Hashable, Sequence
 
 import torch
 
-from pgdm.operators import Blur, Colorize, Compose, Identity, Inpaint, Operator, SuperResolution
+from pgdm.operators import JPEG, Blur, Colorize, Compose, Identity, Inpaint, LowDynamicRange, Operator, Quantize, SuperResolution
 
 __all__ = [
     "operator_signature",
@@ -30,7 +31,8 @@ __all__ = [
 ]
 
 # Types whose behaviour is fully given by their plain attributes and buffer contents.
-_BY_CONTENT = (Identity, SuperResolution, Blur, Colorize)
+_BY_CONTENT = (Identity, SuperResolution, Blur, Colorize, JPEG, Quantize, LowDynamicRange)
+_PLAIN = (int, float, str, bool, type(None))
 
 
 def _digest(t: torch.Tensor) -> str:
@@ -40,7 +42,9 @@ def _digest(t: torch.Tensor) -> str:
 
 
 def _plain_attrs(op: Operator) -> tuple:
-    return tuple(sorted((k, v) for k, v in vars(op).items() if not k.startswith("_") and isinstance(v, (int, float, str, bool, type(None)))))
+    """Public attributes holding plain values or tuples of them (factors, kernel names, sizes, …)."""
+    plain = lambda v: isinstance(v, _PLAIN) or (isinstance(v, tuple) and all(isinstance(e, _PLAIN) for e in v))  # noqa: E731
+    return tuple(sorted((k, v) for k, v in vars(op).items() if not k.startswith("_") and plain(v)))
 
 
 def operator_signature(op: Operator) -> Hashable:
@@ -129,15 +133,20 @@ def pad_operator(op: Operator, rows: int, padded: int) -> Operator | None:
 
 
 def static_operator(op: Operator, rows: int) -> Operator:
-    """An operator owning per-row buffers for ``rows`` rows (its own mask copies), built once per graph key.
+    """The operator instance a compiled step or a graph runs for one key, built once per key.
 
-    Row-independent parts are shared with ``op`` (their derived caches too); inpainting parts get a
-    fresh (rows, C_m, H, W) mask that :func:`load_rows_` overwrites for every batch.
+    Inpainting parts get their own (rows, C_m, H, W) mask that :func:`load_rows_` overwrites for every
+    batch. Parts compared by content are snapshotted (deep copy, derived caches included), so a
+    caller who later changes its operator in place (``JPEG.update_tables``) never changes what a
+    captured graph computes: the changed operator has a new signature, hence a new key. Unknown
+    operators are keyed by identity and used as they are.
     """
     if isinstance(op, Compose):
         return Compose([static_operator(p, rows) for p in op.ops])
     if isinstance(op, Inpaint):
         return Inpaint(_mask_rows(op, rows).clone())
+    if type(op) in _BY_CONTENT:
+        return copy.deepcopy(op)
     return op
 
 

@@ -144,3 +144,15 @@ def test_queue_unknown_operators_group_by_identity():
 def test_queue_rejects_unknown_mode():
     with pytest.raises(ValueError, match="mode"):
         E.restorer(tiny_denoiser(), steps=STEPS).queue("fastest")
+
+
+def test_static_operators_snapshot_content_keyed_ops():
+    from pgdm.ops import JPEG
+
+    op = JPEG(quality=50)
+    sig = E.operator_signature(op)
+    static = static_operator(op, 4)
+    assert static is not op and E.operator_signature(static) == sig
+    op.update_tables(torch.full((2, 8, 8), 7))
+    assert E.operator_signature(op) != sig and E.operator_signature(static) == sig  # the snapshot keeps its tables
+    assert E.operator_signature(JPEG(quality=50)) == sig != E.operator_signature(JPEG(quality=50, size=(30, 30)))
