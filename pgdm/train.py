@@ -53,7 +53,7 @@ class TrainConfig:
     lr: float = 2e-4
     warmup: int = 200
     ema_decay: float = 0.999
-    schedule: str = "cosine"
+    schedule: str = "linear"
     T: int = 1000
     seed: int = 0
     checkpoint_every: int = 250
@@ -155,7 +155,7 @@ def export_ema(checkpoint: str | Path, dst: str | Path) -> Path:
     recent = state["losses"][-1000:]
     meta = cfg.model_config().to_dict() | {
         "training": {
-            "command": f"pgdm train --steps {cfg.steps} --batch {cfg.batch_size} --lr {cfg.lr} --ema {cfg.ema_decay}",
+            "command": f"pgdm train --steps {cfg.steps} --batch {cfg.batch_size} --lr {cfg.lr} --ema {cfg.ema_decay} --schedule {cfg.schedule}",
             "dataset": "Fashion-MNIST train split (60 000 images), 28×28 padded to 32×32 with black",
             "steps": state["step"],
             "batch_size": cfg.batch_size,
