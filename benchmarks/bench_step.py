@@ -180,7 +180,7 @@ def bench_one(args, den: Denoiser, backend: str, precision: str, batch: int, flo
     gen = torch.Generator().manual_seed(0)
     clean = (torch.rand(batch, c, s, s, generator=gen) * 2 - 1).to(device)
     labels = 0 if den.class_cond else None
-    kw = dict(steps=args.restore_steps, precision=precision, channels_last=args.channels_last, batch_sizes=(batch,))
+    kw = dict(steps=args.restore_steps or 100, precision=precision, channels_last=args.channels_last, batch_sizes=(batch,))
     if backend != "eager":
         kw["compile_mode"] = args.compile_mode
     if backend == "cudagraph":
