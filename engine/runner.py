@@ -129,8 +129,7 @@ def _device_of(denoiser: Denoiser) -> torch.device:
 class Engine:
     """Restore images with ΠGDM, fast: frozen weights, input-only VJP, compiled step, CUDA graphs, batching.
 
-    ``restore`` has the signature of :meth:`pgdm.Restorer.restore` (without ``callback``) and returns
-    the same values: identical for ``backend="eager"`` in fp32, within Inductor's reordering error
+    ``restore`` has the signature of :meth:`pgdm.Restorer.restore` and returns the same values: identical for ``backend="eager"`` in fp32, within Inductor's reordering error
     for ``"compile"``/``"cudagraph"``, within the network precision for bf16/fp16.
 
     Args:
@@ -180,13 +179,16 @@ class Engine:
         *,
         num_samples: int = 1,
         return_std: bool = False,
+        callback: Callable[[dict], None] | None = None,
     ):
         """Restore x from y = h(x) (+ N(0, σ_y²)); arguments and result as :meth:`pgdm.Restorer.restore`.
 
         y: (B, …) measurement on the model's device. Returns (B, C, H, W) in [-1, 1], or (mean, std).
+        callback: called after every step with {"i", "t", "x"} (no "denoised": the step keeps x̂ internal);
+        ``x`` is the engine's buffer (padded rows included), valid until the next step.
         """
         plan = self.plan(y, op, sigma_y, seed, class_labels, num_samples=num_samples)
-        return summarize_samples(self.run_plan(plan), num_samples, return_std)
+        return summarize_samples(self.run_plan(plan, callback), num_samples, return_std)
 
     def plan(self, y, op, sigma_y=0.0, seed=0, class_labels=None, *, num_samples: int = 1) -> SamplingPlan:
         """:func:`pgdm.sampler.plan_sampling` with this engine's settings (float32 math; float64 for float64 y)."""
@@ -205,7 +207,7 @@ class Engine:
     def run_plan(self, plan: SamplingPlan, callback: Callable[[dict], None] | None = None) -> torch.Tensor:
         """Run every step of ``plan``; returns the final samples (rows, C, H, W), unclamped.
 
-        callback: called after each step with {"i", "x"} (x is the engine's buffer: clone to keep it).
+        callback: called after each step with {"i", "t", "x"} (x is the engine's buffer: clone to keep it).
         """
         rows = plan.x_init.shape[0]
         backend = self.config.backend
@@ -316,7 +318,7 @@ class Engine:
         for i in range(plan.coefs["t"].shape[0]):
             step(self.denoiser, op, x, counter, plan.coefs, plan.y, plan.y_pinv, plan.keys, plan.sigma_y2, plan.class_labels)
             if callback is not None:
-                callback({"i": i, "x": x})
+                callback({"i": i, "t": plan.coefs["t"][i], "x": x})
         return x
 
     def _static_op(self, plan: SamplingPlan) -> Operator:
@@ -401,7 +403,7 @@ class Engine:
         for i in range(plan.coefs["t"].shape[0]):
             entry.graph.replay()
             if callback is not None:
-                callback({"i": i, "x": x})
+                callback({"i": i, "t": plan.coefs["t"][i], "x": x})
         entry.runs += 1
         return x
 

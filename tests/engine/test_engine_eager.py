@@ -130,6 +130,15 @@ def test_memory_flat_across_steps_eager(images):
     assert len(set(tensors)) == 1, tensors
 
 
+def test_restore_callback_like_restorer(den, images):
+    op = SuperResolution(2)
+    seen = []
+    E.restorer(den, steps=STEPS).restore(op(images), op, callback=lambda d: seen.append((d["i"], int(d["t"]), d["x"].shape)))
+    ref = []
+    Restorer(den, steps=STEPS).restore(op(images), op, callback=lambda d: ref.append((d["i"], int(d["t"]), d["x"].shape)))
+    assert seen == ref and len(seen) == STEPS
+
+
 def test_gather_step_wraps_and_reads_device_counter():
     tables = {"t": torch.tensor([9, 5, 1]), "c1": torch.tensor([0.1, 0.2, 0.3])}
     out = E.gather_step_no_sync(tables, torch.tensor(4))
