@@ -3,7 +3,7 @@
 Tolerances as in test_engine_compile.py: relative L2 error of the unclamped samples against a float64
 run of the same plan, within 4× the eager float32 sampler's own error (both under strict IEEE float32:
 ``precision_context("fp32")`` turns cuDNN's default TF32 off); bf16 within ``BF16_REL`` (CPU measures
-2.6e-2 for this model). float64 runs (the queue test) must match unbatched runs to 1e-9.
+2.6–2.9e-2 for this model). float64 runs (the queue test) must match unbatched runs to 1e-9.
 """
 import warnings
 
@@ -109,10 +109,12 @@ def test_captured_eager_step_and_sync_detection(setup):
 
 def test_bf16_channels_last_graph(setup):
     den, _, images = setup
-    eng = E.restorer(den, "cudagraph", steps=STEPS, batch_sizes=(4,), precision="bf16", channels_last=True, compile_mode="default")
-    op = SuperResolution(2)
+    # the eager step captured (no extra Inductor compile); inpainting's h† needs no host-built scalar
+    eng = E.restorer(den, "cudagraph", steps=STEPS, batch_sizes=(4,), precision="bf16", channels_last=True, compile=False)
+    op = Inpaint(center_box_mask(16, 16).to(DEV))
     err_graph, _ = _rel_err_vs_float64(den, eng, op(images[:4]), op, 7)
     assert err_graph < BF16_REL and eng.stats["captures"] == 1
+    assert eng.denoiser.net.net.input_blocks[1][0].in_layers[2].weight.dtype == torch.bfloat16
 
 
 def test_queue_on_graphs_equals_unbatched_float64(setup):
