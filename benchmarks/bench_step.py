@@ -39,7 +39,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import pgdm.engine as E
 from pgdm import Denoiser, Restorer, schedules
-from pgdm.engine.compile import compile_step, default_mode
+from pgdm.engine.compile import compile_step
 from pgdm.engine.graphs import capture_cuda_graph
 from pgdm.engine.precision import network_dtype, precision_context
 from pgdm.models import ADMUNet, ModelConfig

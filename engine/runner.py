@@ -129,7 +129,8 @@ def _device_of(denoiser: Denoiser) -> torch.device:
 class Engine:
     """Restore images with ΠGDM, fast: frozen weights, input-only VJP, compiled step, CUDA graphs, batching.
 
-    ``restore`` has the signature of :meth:`pgdm.Restorer.restore` and returns the same values: identical for ``backend="eager"`` in fp32, within Inductor's reordering error
+    ``restore`` has the signature of :meth:`pgdm.Restorer.restore` and returns the same values:
+    identical for ``backend="eager"`` in fp32, within Inductor's reordering error
     for ``"compile"``/``"cudagraph"``, within the network precision for bf16/fp16.
 
     Args:
@@ -265,7 +266,8 @@ class Engine:
                 run = pad_plan(plan, padded) or plan
                 if self.config.backend == "compile":
                     x_run = run.x_init.clone()
-                    self._step(self.denoiser, self._static_op(run), x_run, self._counter.zero_(), run.coefs, run.y, run.y_pinv, run.keys, run.sigma_y2, run.class_labels)
+                    op_run, counter = self._static_op(run), self._counter.zero_()
+                    self._step(self.denoiser, op_run, x_run, counter, run.coefs, run.y, run.y_pinv, run.keys, run.sigma_y2, run.class_labels)
                 elif self._graphs.get(key := self._graph_key(run)) is None and key not in self._uncapturable and not self._graphs.full():
                     self._capture(key, run)
         if self.device.type == "cuda":

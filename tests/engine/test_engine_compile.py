@@ -96,3 +96,12 @@ def test_compiled_run_keeps_weights_gradient_free_and_memory_flat(setup):
     assert rss[-1] - rss[4] < 1 << 20, [(r - rss[4]) >> 10 for r in rss[4::4]]
     assert all(p.grad is None and not p.requires_grad for p in eng.denoiser.parameters())
     assert all(p.grad is None for p in den.parameters())
+
+
+def test_warmup_compiles_ahead_without_sampling(setup):
+    den, eng, images = setup
+    eng.restore(SuperResolution(2)(images), SuperResolution(2), seed=5)  # batch 4 compiled
+    graphs, runs = _unique_graphs(), eng.stats["compiled"]
+    seconds = eng.warmup(SuperResolution(2), (1, 16, 16), [3])  # pads to 4: nothing new to compile
+    assert seconds >= 0 and _unique_graphs() == graphs and eng.stats["compiled"] == runs
+    assert E.restorer(den, steps=STEPS).warmup(SuperResolution(2), (1, 16, 16)) == 0.0  # eager: nothing to warm
