@@ -92,7 +92,10 @@ class LinearOperator(Operator):
 
 def as_batch_lam(lam: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """λ as a tensor broadcasting over a batch like ``like``: a float, or a (B,) per-image tensor → (B, 1, …)."""
-    lam = torch.as_tensor(lam, dtype=like.dtype, device=like.device)
+    if isinstance(lam, torch.Tensor):
+        lam = lam.to(dtype=like.dtype, device=like.device)
+    else:  # a fill kernel, not a host-to-device copy: no sync inside a captured step
+        lam = torch.full((), float(lam), dtype=like.dtype, device=like.device)
     if lam.ndim == 1:
         if lam.shape[0] != like.shape[0]:
             raise ValueError(f"per-image lam must have shape ({like.shape[0]},), got {tuple(lam.shape)}")
