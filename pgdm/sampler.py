@@ -79,6 +79,7 @@ def pigdm_step(
     *,
     sigma_y2: torch.Tensor | None = None,
     class_labels: torch.Tensor | None = None,
+    clip_denoised: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One ΠGDM update from t to s (Algorithm 1, VP-SDE), returning (x_s, x̂_t).
 
@@ -93,6 +94,11 @@ def pigdm_step(
         noise: (B, C, H, W) standard normal ε.
         sigma_y2: (B,) σ_y² in model units for noisy linear guidance, or None for the noiseless form.
         class_labels: (B,) int64 for class-conditional models.
+        clip_denoised: clamp x̂ to the data range [-1, 1] before it enters h, h† and the DDIM update, and
+            recompute ε_θ from the clamped x̂, as guided-diffusion's samplers do (``clip_denoised``). The VJP is
+            still taken through the network's x̂. Near t = T, x̂ divides the network's ε error by √ᾱ_t (1/157
+            for the linear schedule): unclamped, a linear h feeds that error back through g and an imperfect
+            network diverges within a few steps. False is the literal Algorithm 1 (the analytic tests use it).
     """
     alpha_t = coef["alpha_t"]
     t = coef["t"].expand(x.shape[0])
@@ -100,11 +106,12 @@ def pigdm_step(
         x_in = x.detach().requires_grad_(True)
         eps = denoiser(x_in, t, class_labels)
         x0 = denoiser.predict_x0(x_in, eps, alpha_t)
-        v = guidance_vector(op, y, y_pinv, x0.detach(), coef["r2"], sigma_y2)
+        x0_used = x0.detach().clamp(-1, 1) if clip_denoised else x0.detach()
+        v = guidance_vector(op, y, y_pinv, x0_used, coef["r2"], sigma_y2)
         (g,) = torch.autograd.grad(x0, x_in, grad_outputs=v.to(x0.dtype))
-    x0, eps = x0.detach(), eps.detach()
-    x_next = coef["alpha_s"].sqrt() * x0 + coef["c1"] * noise + coef["c2"] * eps + alpha_t.sqrt() * g
-    return x_next, x0
+    eps = (x - alpha_t.sqrt() * x0_used) / (1 - alpha_t).sqrt() if clip_denoised else eps.detach()
+    x_next = coef["alpha_s"].sqrt() * x0_used + coef["c1"] * noise + coef["c2"] * eps + alpha_t.sqrt() * g
+    return x_next, x0_used
 
 
 @dataclass
@@ -120,6 +127,7 @@ class SamplingPlan:
     class_labels: torch.Tensor | None  # (K·B,) or None
     x_init: torch.Tensor  # (K·B, C, H, W) starting sample
     num_samples: int
+    clip_denoised: bool = True
 
 
 def plan_sampling(
@@ -135,6 +143,7 @@ def plan_sampling(
     class_labels: int | Sequence[int] | torch.Tensor | None = None,
     num_samples: int = 1,
     dtype: torch.dtype = torch.float32,
+    clip_denoised: bool = True,
 ) -> SamplingPlan:
     """Validate the request and precompute the per-run tensors (see :class:`Restorer.restore`)."""
     if not isinstance(y, torch.Tensor) or y.ndim < 2:
@@ -182,7 +191,7 @@ def plan_sampling(
     else:  # SDEdit/CCDF start from h†(y) noised to ᾱ at start_step (App. B.1)
         a = coefs64["alpha_t"][0]
         x_init = float(a.sqrt()) * y_pinv + float((1 - a).sqrt()) * z
-    return SamplingPlan(y_k, y_pinv, op_k, keys, coefs, sigma_y2, labels_k, x_init, k)
+    return SamplingPlan(y_k, y_pinv, op_k, keys, coefs, sigma_y2, labels_k, x_init, k, clip_denoised)
 
 
 def run_pigdm(
@@ -198,7 +207,16 @@ def run_pigdm(
         coef = {name: v[i] for name, v in plan.coefs.items()}
         noise = gaussian_no_sync(plan.keys, i, shape, x.dtype)
         x, x0 = pigdm_step(
-            denoiser, x, coef, plan.y, plan.y_pinv, plan.op, noise, sigma_y2=plan.sigma_y2, class_labels=plan.class_labels
+            denoiser,
+            x,
+            coef,
+            plan.y,
+            plan.y_pinv,
+            plan.op,
+            noise,
+            sigma_y2=plan.sigma_y2,
+            class_labels=plan.class_labels,
+            clip_denoised=plan.clip_denoised,
         )
         if callback is not None:
             callback({"i": i, "t": coef["t"], "x": x, "denoised": x0})
@@ -223,6 +241,7 @@ class Restorer:
         eta: DDIM η ∈ [0, 1] (1.0 as in the paper's main results).
         start_step: start from h†(y) noised to this timestep instead of pure noise (SDEdit/CCDF, App. B.1;
             the paper uses 500 of 1000 for SR×4 and 100 for deblurring).
+        clip_denoised: clamp x̂ to [-1, 1] inside each step (see :func:`pigdm_step`); False is the literal Alg. 1.
 
     Example:
         >>> restorer = pgdm.Restorer(pgdm.load_model("default"), steps=50)
@@ -230,11 +249,19 @@ class Restorer:
         >>> x = restorer.restore(op(clean), op, seed=0)   # (B, 1, 32, 32) in [-1, 1]
     """
 
-    def __init__(self, denoiser: Denoiser, steps: int = 100, eta: float = 1.0, start_step: int | None = None) -> None:
+    def __init__(
+        self,
+        denoiser: Denoiser,
+        steps: int = 100,
+        eta: float = 1.0,
+        start_step: int | None = None,
+        clip_denoised: bool = True,
+    ) -> None:
         schedules.timesteps(steps, denoiser.num_timesteps, start_step)  # validates steps/start_step
         if not 0.0 <= eta <= 1.0:
             raise ValueError(f"eta must be in [0, 1], got {eta}")
         self.denoiser, self.steps, self.eta, self.start_step = denoiser, steps, eta, start_step
+        self.clip_denoised = clip_denoised
 
     @torch.no_grad()
     def restore(
@@ -277,6 +304,7 @@ class Restorer:
             class_labels=class_labels,
             num_samples=num_samples,
             dtype=dtype,
+            clip_denoised=self.clip_denoised,
         )
         x = run_pigdm(self.denoiser, plan, callback)
         return summarize_samples(x, num_samples, return_std)

@@ -56,7 +56,8 @@ def posterior_errors(case, sigma_y):
     cov = sum(w * (c + torch.outer(m - mean, m - mean)) for w, m, c in zip(pw, pm, pc))
 
     plan = sampler.plan_sampling(
-        den, y.expand(NUM, *y.shape[1:]), op, steps=STEPS, eta=1.0, start_step=None, sigma_y=sigma_y, seed=0, dtype=torch.float64
+        den, y.expand(NUM, *y.shape[1:]), op, steps=STEPS, eta=1.0, start_step=None, sigma_y=sigma_y, seed=0, dtype=torch.float64,
+        clip_denoised=False,
     )
     xs = sampler.run_pigdm(den, plan).flatten(1)
     mean_err = (xs.mean(0) - mean).norm() / cov.diagonal().sum().sqrt()

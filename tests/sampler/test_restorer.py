@@ -162,3 +162,19 @@ def test_schedules():
     assert ts[0] == 999 and ts[-1] == 0 and (ts.diff() < 0).all()
     assert schedules.timesteps(5, 1000, start=500).tolist() == [500, 375, 250, 125, 0]
     assert pgdm.schedules.from_name("cosine").equal(cos)
+
+
+def test_clip_denoised_keeps_an_imperfect_network_stable():
+    """A network whose ε is half what it should be diverges under the literal Alg. 1 with a linear h; clamping x̂ keeps it bounded."""
+    den = small_denoiser()
+    inner = den.net
+    den.net = _Wrap(lambda x, t: 0.5 * inner(x, t))
+    op = SuperResolution(2)
+    y = op(torch.rand(2, 1, 8, 8) * 2 - 1)
+    seen = []
+    record = lambda d: seen.append(float(d["x"].abs().max()))  # noqa: E731
+    Restorer(den, steps=20, clip_denoised=False).restore(y, op, callback=record)
+    assert not max(seen) < 1e3
+    seen.clear()
+    out = Restorer(den, steps=20).restore(y, op, callback=record)
+    assert max(seen) < 10 and torch.isfinite(out).all()
