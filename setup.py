@@ -20,9 +20,9 @@ setup(
         "safetensors>=0.4",
         "tqdm>=4.60",
         "torchmetrics>=1.3",
+        "jpeglib>=1.0",
     ],
     extras_require={
-        "jpeg": ["jpeglib>=1.0"],
         "diffusers": ["diffusers>=0.27"],
         "triton": ["triton>=3.0"],
         "cupy": ["cupy-cuda12x"],

@@ -127,7 +127,6 @@ def restore_files(args) -> int:
         residual = (op(x) - y).flatten(1).norm(dim=1) / (y[0].numel() ** 0.5)  # RMS of h(x̂) − y
         baseline = op.pinv(y).clamp(-1, 1)
         for i, it in enumerate(batch):
-            write_image(x[i], out / f"{it.name}.png")
             if std is not None:
                 write_image(std[i] / std[i].max().clamp_min(1e-8) * 2 - 1, out / f"{it.name}_std.png")
             entry = {"seconds": round(seconds, 4), "consistency_rms": float(residual[i]), "seed": it.seed}
@@ -140,9 +139,10 @@ def restore_files(args) -> int:
                     "pinv_ssim": float(ssim(baseline[i : i + 1], ref)[0]),
                 }
             metrics[it.name] = entry
+            _write_json_atomic(metrics, metrics_path)
+            write_image(x[i], out / f"{it.name}.png")  # last: an existing output means this image is complete
             panels = [baseline[i].cpu(), x[i].cpu()] + ([it.reference[0]] if it.reference is not None else [])
             grid_rows.append(panels)
-        _write_json_atomic(metrics, metrics_path)
         image_bar.update(len(batch))
     image_bar.close()
     if args.grid and grid_rows:
@@ -182,7 +182,7 @@ DEMO_TASKS = [
     ("inpaint-center", 0.0, "centre 16×16 box inpainting"),
     ("jpeg10", 0.0, "JPEG quality 10"),
     ("blur-uniform9", 0.0, "uniform 9×9 deblurring"),
-    ("sr2+jpeg25+inpaint-center", 0.0, "composed: SR×2, then JPEG 25, then a hole"),
+    ("sr2+inpaint-center+jpeg25", 0.0, "composed: SR×2, a centre hole, then JPEG 25"),
     ("inpaint-random0.5", 0.05, "noisy inpainting: half the pixels, σ_y = 0.05"),
 ]
 

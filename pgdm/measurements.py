@@ -39,6 +39,8 @@ def write_measurement(op: Operator, x: torch.Tensor, y: torch.Tensor, stem: Path
     chroma subsampling, so the file's coefficients are exactly y. Returns the files written.
     """
     last = last_operator(op)
+    if isinstance(op, Compose) and any(isinstance(o, JPEG) for o in op.ops[:-1]):
+        raise ValueError(f"{op.spec}: JPEG must be the last operator to store the measurement as a file (y after it is not an image)")
     if isinstance(last, JPEG):
         x_in = Compose(op.ops[:-1])(x) if isinstance(op, Compose) else x
         return [_save_jpeg(last, x_in[0], stem.with_suffix(".jpg"))]
@@ -81,6 +83,11 @@ def read_measurement(
         if path.suffix.lower() not in (".jpg", ".jpeg"):
             raise ValueError(f"{path}: a JPEG task needs the .jpg file itself, got a {path.suffix or 'suffix-less'} file")
         jpeg_op, y = JPEG.from_file(path)
+        x = torch.zeros(1, *image_shape)
+        needed = tuple((Compose(template.ops[:-1])(x) if isinstance(template, Compose) else x).shape[1:])
+        got = tuple(jpeg_op.pinv(y).shape[1:])
+        if got != needed:
+            raise ValueError(f"{path}: the JPEG decodes to {got} (C, H, W) but this task needs {needed}; re-save it at that size")
         return replace_last(template, jpeg_op), y
     expected = template(torch.zeros(1, *image_shape)).shape
     y = fit_size(read_image(path, expected[1]), tuple(expected[-2:]), fit)

@@ -60,12 +60,16 @@ def guidance_vector(
     """The vector that multiplies ∂x̂/∂x in the ΠGDM guidance; no gradient flows through h or h†.
 
     Noiseless (``sigma_y2 is None``, Eq. 9/11): h†(y) − h†(h(x̂)), with ``y_pinv`` = h†(y) precomputed.
-    Noisy linear (Eq. 7 times r_t², Alg. 1): Hᵀ(HHᵀ + σ_y²/r_t² I)⁻¹ (y − Hx̂) = ``op.regularized_pinv``.
+    Noisy linear (Eq. 7 times r_t², Alg. 1): Hᵀ(HHᵀ + σ_y²/r_t² I)⁻¹ (y − Hx̂) = ``op.regularized_pinv``,
+    for the rows with σ_y > 0 (rows with σ_y = 0 in a mixed batch take the noiseless form).
     x0: (B, C, H, W) detached; r2: 0-d; sigma_y2: (B,) or None.
     """
+    noiseless = y_pinv - op.project(x0)
     if sigma_y2 is None:
-        return y_pinv - op.project(x0)
-    return op.regularized_pinv(y - op(x0), sigma_y2 / r2)
+        return noiseless
+    noisy = op.regularized_pinv(y - op(x0), sigma_y2 / r2)
+    # rows with σ_y = 0 take the noiseless form, so a mixed batch gives each image what it gets alone
+    return torch.where((sigma_y2 > 0).view(-1, *([1] * (noisy.ndim - 1))), noisy, noiseless)
 
 
 def pigdm_step(

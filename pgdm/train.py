@@ -43,6 +43,10 @@ DEFAULT_NETWORK: dict = {
 }
 
 
+# Settings a resumed run may change; any other difference from the checkpoint's config is refused.
+_RESUMABLE = frozenset({"steps", "checkpoint_every", "threads", "out_dir", "data"})
+
+
 @dataclass
 class TrainConfig:
     out_dir: str = "runs/fashion32"
@@ -88,6 +92,9 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> Pa
     step, losses, elapsed = 0, [], 0.0
     if resume and ckpt_path.exists():
         state = torch.load(ckpt_path, weights_only=True)
+        changed = sorted(k for k, v in asdict(cfg).items() if k not in _RESUMABLE and state["config"].get(k) != v)
+        if changed:
+            raise ValueError(f"{ckpt_path} was trained with other settings ({', '.join(changed)}); use another --out or --no-resume")
         net.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["optimizer"])

@@ -27,8 +27,10 @@ class Blur(LinearOperator):
     def __init__(self, kernel: torch.Tensor, *, rtol: float = 1e-3, name: str = "custom") -> None:
         super().__init__()
         kernel = torch.as_tensor(kernel, dtype=torch.float64)
-        if kernel.ndim != 2:
+        if kernel.ndim != 2 or kernel.numel() == 0:
             raise ValueError(f"blur kernel must be 2-D (k_h, k_w), got shape {tuple(kernel.shape)}")
+        if not torch.isfinite(kernel).all() or kernel.sum() == 0:
+            raise ValueError("blur kernel must be finite with a nonzero sum")
         self.register_buffer("kernel", kernel.to(torch.get_default_dtype()))
         self.rtol, self.name = rtol, name
         self._spectra: dict[tuple[int, int, torch.device, torch.dtype], torch.Tensor] = {}
@@ -36,16 +38,21 @@ class Blur(LinearOperator):
     @classmethod
     def uniform(cls, size: int = 9) -> "Blur":
         """size×size box blur (the 9×9 kernel of DDRM/ΠGDM's deblurring experiments)."""
+        _check_size(size)
         return cls(torch.full((size, size), 1.0 / size**2), name=f"uniform{size}")
 
     @classmethod
     def gaussian(cls, size: int = 61, sigma: float = 3.0) -> "Blur":
         """size×size Gaussian blur of std ``sigma`` pixels."""
+        _check_size(size)
+        if not sigma > 0:
+            raise ValueError(f"Gaussian blur std must be > 0, got {sigma}")
         return cls(gaussian_kernel(size, sigma), name=f"gaussian{size}-{sigma:g}")
 
     @classmethod
     def motion(cls, size: int = 61, seed: int = 0, intensity: float = 0.5) -> "Blur":
         """size×size random camera-shake kernel; the same seed gives the same kernel."""
+        _check_size(size)
         return cls(motion_kernel(size, seed, intensity), name=f"motion{size}")
 
     @property
@@ -90,3 +97,8 @@ class Blur(LinearOperator):
             k = self.kernel.to(device=x.device, dtype=torch.float64)
             self._spectra[key] = kernel_spectrum(k, x.shape[-2], x.shape[-1]).to(torch.complex128 if x.dtype == torch.float64 else torch.complex64)
         return self._spectra[key]
+
+
+def _check_size(size: int) -> None:
+    if size < 1:
+        raise ValueError(f"blur kernel size must be ≥ 1, got {size}")

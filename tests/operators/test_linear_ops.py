@@ -188,3 +188,9 @@ def test_state_dict_round_trip_and_dtype_move():
     blur = Blur.gaussian(5, 1.0).double()
     assert blur.kernel.dtype == torch.float64
     assert blur(torch.zeros(1, 1, 8, 8, dtype=torch.float64)).dtype == torch.float64
+
+
+@pytest.mark.parametrize("spec", ["blur-uniform0", "blur-gaussian9-0", "blur-motion0"])
+def test_degenerate_blur_specs_rejected(spec):
+    with pytest.raises(ValueError, match="blur"):
+        parse(spec, (1, 16, 16))

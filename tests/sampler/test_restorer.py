@@ -178,3 +178,16 @@ def test_clip_denoised_keeps_an_imperfect_network_stable():
     seen.clear()
     out = Restorer(den, steps=20).restore(y, op, callback=record)
     assert max(seen) < 10 and torch.isfinite(out).all()
+
+
+def test_mixed_noise_levels_with_a_chain_keep_batch_invariance():
+    """A σ_y = 0 image batched with a noisy one gets the noiseless guidance, exactly as when restored alone."""
+    from pgdm.ops import Blur, Compose
+
+    den = small_denoiser()
+    op = Compose([Blur.gaussian(3, 0.8), SuperResolution(2, "bicubic")])
+    y = op(torch.rand(2, 1, 8, 8) * 2 - 1)
+    restorer = Restorer(den, steps=5)
+    mixed = restorer.restore(y, op, sigma_y=[0.0, 0.1], seed=[7, 8])
+    alone = restorer.restore(y[:1], op, sigma_y=0.0, seed=[7])
+    torch.testing.assert_close(mixed[:1], alone, atol=1e-5, rtol=0)
