@@ -13,6 +13,7 @@ import torch
 from .io import fit_size, read_image, write_image
 from .operators import Compose, Inpaint, Operator
 from .operators.jpeg import JPEG
+from .operators.quantize import Quantize
 
 __all__ = ["last_operator", "replace_last", "write_measurement", "read_measurement", "mask_path_for"]
 
@@ -75,8 +76,8 @@ def read_measurement(
     tables and coefficients; an inpainting task takes ``mask`` (white = observed) or the ``_mask.png``
     beside the file, else the task's own mask. Image-like measurements must have the size the task
     produces from ``image_shape``, or be made to fit with ``fit`` ("resize" or "crop"). The result is
-    projected back onto the range of the last operator (y ← h(h†(y))), which removes 8-bit rounding
-    off the quantisation grid and re-applies the mask.
+    projected back onto the range of the last operator (y ← h(h†(y)); quantisation snaps to the nearest
+    level), which undoes 8-bit rounding and re-applies the mask.
     """
     last = last_operator(template)
     if isinstance(last, JPEG):
@@ -97,4 +98,4 @@ def read_measurement(
             m = fit_size(read_image(mask, 1), tuple(expected[-2:]), fit) > 0
             last = Inpaint(m.float())
             template = replace_last(template, last)
-    return template, last(last.pinv(y))
+    return template, last.nearest_level(y) if isinstance(last, Quantize) else last(last.pinv(y))

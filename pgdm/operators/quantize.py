@@ -64,6 +64,10 @@ class Quantize(Operator):
         self.check_measurement(y)
         return y.clamp(self.lo, self.hi)
 
+    def nearest_level(self, y: torch.Tensor) -> torch.Tensor:
+        """Snap an approximate measurement (e.g. read back from an 8-bit file) to the nearest grid value h produces."""
+        return self(self.pinv(y) + 1 / 2**self.bits)  # half a bin up, then h's floor: round to nearest
+
 
 class LowDynamicRange(Quantize):
     """Low-dynamic-range capture (App. A.5): clip [-1, 1] to [lo, hi], then keep ``bits`` bits of the

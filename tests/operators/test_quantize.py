@@ -76,3 +76,15 @@ def test_sigma_y_rejected():
     op = LowDynamicRange()
     with pytest.raises(ValueError, match="non-linear"):
         plan_sampling(None, op(torch.zeros(1, 3, 8, 8)), op, steps=10, eta=1.0, start_step=None, sigma_y=0.05)
+
+
+@pytest.mark.parametrize("spec", ["quant3", "quant4", "ldr"])
+def test_measurement_survives_an_8bit_file(spec):
+    """y written as an 8-bit PNG and read back snaps to exactly the measured levels."""
+    from pgdm.io import to_uint8
+    from pgdm.ops import parse
+
+    op = parse(spec, (1, 16, 16))
+    y = op(torch.rand(2, 1, 16, 16) * 2 - 1)
+    read = torch.stack([torch.from_numpy(to_uint8(v)).float()[None] for v in y]) / 127.5 - 1
+    assert torch.equal(op.nearest_level(read), y)
