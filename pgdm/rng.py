@@ -49,7 +49,8 @@ def gaussian_no_sync(
     (the step index; use distinct counters for distinct draws).
     """
     device = keys.device
-    counter = torch.as_tensor(counter, dtype=torch.int64, device=device)
+    if not isinstance(counter, torch.Tensor):  # a fill kernel, not a host-to-device copy
+        counter = torch.full((), counter, dtype=torch.int64, device=device)
     step_key = _hash32(keys[:, None] ^ _hash32((counter & _MASK32) ^ 0x5BD1E995))  # (B, 1)
     n = math.prod(shape)
     idx = torch.arange(2 * n, dtype=torch.int64, device=device)[None, :]  # (1, 2n)
