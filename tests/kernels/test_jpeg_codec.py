@@ -10,7 +10,7 @@ import torch
 from pgdm.kernels import jpeg_codec as jc
 from pgdm.operators import quality_tables
 
-pytest.importorskip("triton")
+import triton  # noqa: E402,F401  (a dev dependency: the kernels run in its interpreter on CPU)
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 

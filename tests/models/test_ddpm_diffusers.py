@@ -9,7 +9,7 @@ from model_fixtures import randomize_
 from pgdm import schedules
 from pgdm.models import DDPMUNet, DiffusersUNet, load_model
 
-diffusers = pytest.importorskip("diffusers")
+import diffusers  # noqa: E402
 
 SMALL = dict(ch=32, out_ch=3, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(8,), resolution=16)
 

@@ -15,9 +15,9 @@ from PIL import Image
 
 from pgdm.operators import JPEG, Compose, Inpaint, SuperResolution, center_box_mask, parse, quality_tables
 
-jpeglib = pytest.importorskip("jpeglib")
-skdata = pytest.importorskip("skimage.data")
-sk_datasets = pytest.importorskip("sklearn.datasets")
+import jpeglib  # noqa: E402
+import skimage.data as skdata  # noqa: E402
+import sklearn.datasets as sk_datasets  # noqa: E402
 
 PIL_SUBSAMPLING = {"444": 0, "422": 1, "420": 2}
 QUALITIES = [5, 10, 20, 50, 90]
