@@ -17,13 +17,12 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import statistics
 import sys
-import time
 from typing import Callable
 
 import numpy as np
 import torch
+from timing import time_ms
 
 from pgdm.kernels.jpeg_codec import islow_matrices, jpeg_roundtrip_reference, jpeg_roundtrip_triton
 from pgdm.kernels.spectral_filter import spectral_filter_reference, spectral_filter_triton
@@ -31,23 +30,6 @@ from pgdm.operators import quality_tables
 
 # Peak HBM bandwidth by device-name fragment, GB/s (vendor data sheets).
 PEAK_GBS = {"H200": 4800.0, "H100 SXM": 3350.0, "H100 PCIe": 2000.0, "H100": 3350.0, "A100-SXM4-80GB": 2039.0, "A100": 1555.0}
-
-
-def time_ms(fn: Callable[[], object], device: str, reps: int, warmup: int) -> tuple[float, float, float]:
-    """(median, 20 %, 80 %) milliseconds per call."""
-    if device == "cuda":
-        import triton.testing
-
-        return tuple(triton.testing.do_bench(fn, warmup=warmup, rep=max(reps, 25), quantiles=[0.5, 0.2, 0.8]))  # type: ignore[return-value]
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - start) * 1e3)
-    q = statistics.quantiles(samples, n=10, method="inclusive") if len(samples) > 1 else samples * 9
-    return statistics.median(samples), q[1], q[7]
 
 
 def pillow_roundtrip(x: torch.Tensor, tables: list[list[int]]) -> torch.Tensor:

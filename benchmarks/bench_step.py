@@ -27,13 +27,12 @@ import csv
 import gc
 import platform
 import resource
-import statistics
 import subprocess
 import sys
 import time
-from typing import Callable
 
 import torch
+from timing import time_ms
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -61,23 +60,6 @@ def build_denoiser(config: str, device: torch.device | str) -> Denoiser:
         net = cfg.build()
         acp = schedules.from_name(cfg.noise_schedule, cfg.diffusion_steps)
         return Denoiser(net, acp, learn_sigma=cfg.learn_sigma, class_cond=cfg.class_cond, image_size=cfg.image_size, channels=cfg.channels).eval()
-
-
-def time_ms(fn: Callable[[], object], device: torch.device, reps: int) -> tuple[float, float, float]:
-    """(median, 20 %, 80 %) milliseconds per call, after warm-up calls."""
-    if device.type == "cuda":
-        import triton.testing
-
-        return tuple(triton.testing.do_bench(fn, warmup=25, rep=max(100, reps), quantiles=[0.5, 0.2, 0.8]))  # type: ignore[return-value]
-    for _ in range(2):
-        fn()
-    samples = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - t0) * 1e3)
-    q = statistics.quantiles(samples, n=10, method="inclusive") if len(samples) > 1 else samples * 9
-    return statistics.median(samples), q[1], q[7]
 
 
 def peak_tflops(device: torch.device, precision: str) -> float:

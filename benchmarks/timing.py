@@ -1,0 +1,28 @@
+"""The one timer of the benchmarks: ``triton.testing.do_bench`` on CUDA, ``time.perf_counter`` elsewhere."""
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable
+
+import torch
+
+
+def time_ms(fn: Callable[[], object], device: torch.device | str, reps: int, warmup: int = 2) -> tuple[float, float, float]:
+    """(median, 20 %, 80 %) milliseconds per call of ``fn`` after ``warmup`` calls.
+
+    CUDA: ``do_bench`` with CUDA events at quantiles 0.5/0.2/0.8. CPU: wall time of each of ``reps`` calls.
+    """
+    if torch.device(device).type == "cuda":
+        import triton.testing
+
+        return tuple(triton.testing.do_bench(fn, warmup=max(warmup, 25), rep=max(reps, 25), quantiles=[0.5, 0.2, 0.8]))  # type: ignore[return-value]
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - start) * 1e3)
+    q = statistics.quantiles(samples, n=10, method="inclusive") if len(samples) > 1 else samples * 9
+    return statistics.median(samples), q[1], q[7]
