@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import GroupNorm32, set_precision_
+from .layers import GroupNorm32, attention, set_precision_
 
 __all__ = ["ADMUNet", "SuperResADMUNet", "create_model", "timestep_embedding"]
 
@@ -121,7 +121,7 @@ class AttentionBlock(nn.Module):
     Keeps the reference's parameters (``qkv``: Conv1d weight (3C, C, 1); ``proj_out``: (C, C, 1))
     and head layout: the legacy order splits heads first (qkv channel = head·3ch + {q,k,v}·ch + c),
     the new order splits q, k, v first ({q,k,v}·C + head·ch + c). Attention is
-    ``softmax(q·kᵀ/√ch)·v`` through ``F.scaled_dot_product_attention``.
+    ``softmax(q·kᵀ/√ch)·v`` through :func:`~pgdm.models.layers.attention`.
     x: (B, C, H, W) → (B, C, H, W).
     """
 
@@ -148,7 +148,7 @@ class AttentionBlock(nn.Module):
             q, k, v = qkv.view(B, H * W, 3, heads, ch).permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, T, ch)
         else:
             q, k, v = qkv.view(B, H * W, heads, 3, ch).permute(3, 0, 2, 1, 4).unbind(0)  # each (B, heads, T, ch)
-        a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, H * W, C)  # (B, T, C)
+        a = attention(q, k, v).transpose(1, 2).reshape(B, H * W, C)  # (B, T, C)
         out = F.linear(a, self.proj_out.weight[:, :, 0], self.proj_out.bias)  # (B, T, C)
         return x + out.transpose(1, 2).reshape(B, C, H, W)
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import GroupNorm32, set_precision_
+from .layers import GroupNorm32, attention, set_precision_
 
 __all__ = ["DDPMUNet", "ddpm_timestep_embedding"]
 
@@ -76,7 +76,7 @@ class AttnBlock(nn.Module):
         B, C, H, W = x.shape
         h = self.norm(x)
         q, k, v = (conv(h).flatten(2).transpose(1, 2)[:, None] for conv in (self.q, self.k, self.v))  # each (B, 1, T, C)
-        a = F.scaled_dot_product_attention(q, k, v)[:, 0].transpose(1, 2).reshape(B, C, H, W)
+        a = attention(q, k, v)[:, 0].transpose(1, 2).reshape(B, C, H, W)
         return x + self.proj_out(a)
 
 

@@ -1,4 +1,4 @@
-"""Pieces shared by the UNets: float32 GroupNorm and the reference's mixed-precision recipe."""
+"""Pieces shared by the UNets: float32 GroupNorm, attention, and the reference's mixed-precision recipe."""
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["GroupNorm32", "SUPPORTED_DTYPES", "set_precision_"]
+__all__ = ["GroupNorm32", "SUPPORTED_DTYPES", "attention", "set_precision_"]
 
 SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
@@ -22,6 +22,19 @@ class GroupNorm32(nn.GroupNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = torch.promote_types(x.dtype, torch.float32)
         return F.group_norm(x.to(dtype), self.num_groups, self.weight.to(dtype), self.bias.to(dtype), self.eps).to(x.dtype)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """softmax(q·kᵀ/√d)·v with ``F.scaled_dot_product_attention``; q, k, v: (B, heads, T, d) → (B, heads, T, d).
+
+    On CPU, float16/bfloat16 inputs are attended in float32 and the result cast back: PyTorch's CPU
+    flash-attention backward in bfloat16 is 5–7× slower than in float32 at the UNets' small head sizes
+    (d = 16, T = 64: 5.3 ms vs 0.8 ms for forward + backward, 2 threads), and the softmax is more accurate.
+    CUDA keeps the low-precision fused kernels.
+    """
+    if q.device.type == "cpu" and q.dtype in (torch.float16, torch.bfloat16):
+        return F.scaled_dot_product_attention(q.float(), k.float(), v.float()).to(q.dtype)
+    return F.scaled_dot_product_attention(q, k, v)
 
 
 def set_precision_(net: nn.Module, body: Iterable[nn.Module], dtype: torch.dtype) -> None:
