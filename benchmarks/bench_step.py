@@ -136,7 +136,7 @@ def network_fns(eng: E.Engine, x: torch.Tensor, t: torch.Tensor, labels: torch.T
     cfg, device = eng.config, eng.device
     compiled = cfg.backend == "compile" or (cfg.backend == "cudagraph" and cfg.compile)
     if compiled:
-        forward, fwd_vjp = (compile_step(f, device, cfg.compile_mode) for f in (forward, fwd_vjp))
+        forward, fwd_vjp = (compile_step(f, device, cfg.compile_mode, channels_last=cfg.channels_last) for f in (forward, fwd_vjp))
     calls = [lambda: forward(x, t, labels), lambda: fwd_vjp(x, t, labels, v, alpha)][: 2 if with_vjp else 1]
     out = []
     for call in calls:

@@ -14,6 +14,7 @@ Modes:
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Hashable, Sequence
 
@@ -47,13 +48,12 @@ def concat_plans(plans: Sequence[SamplingPlan]) -> SamplingPlan | None:
     op = concat_operators([p.op for p in plans], [p.x_init.shape[0] for p in plans])
     if op is None:
         return None
-    first = plans[0]
-    return SamplingPlan(
+    return dataclasses.replace(
+        plans[0],
         y=torch.cat([p.y for p in plans]),
         y_pinv=torch.cat([p.y_pinv for p in plans]),
         op=op,
         keys=torch.cat([p.keys for p in plans]),
-        coefs=first.coefs,
         sigma_y2=_cat([p.sigma_y2 for p in plans]),
         class_labels=_cat([p.class_labels for p in plans]),
         x_init=torch.cat([p.x_init for p in plans]),
@@ -70,12 +70,12 @@ def slice_plan(plan: SamplingPlan, start: int, stop: int) -> SamplingPlan | None
     if op is None:
         return None
     s = slice(start, stop)
-    return SamplingPlan(
+    return dataclasses.replace(
+        plan,
         y=plan.y[s],
         y_pinv=plan.y_pinv[s],
         op=op,
         keys=plan.keys[s],
-        coefs=plan.coefs,
         sigma_y2=None if plan.sigma_y2 is None else plan.sigma_y2[s],
         class_labels=None if plan.class_labels is None else plan.class_labels[s],
         x_init=plan.x_init[s],
@@ -91,21 +91,20 @@ def pad_plan(plan: SamplingPlan, padded: int) -> SamplingPlan | None:
     op = pad_operator(plan.op, rows, padded)
     if op is None:
         return None
-    return SamplingPlan(
+    return dataclasses.replace(
+        plan,
         y=_pad_rows(plan.y, padded),
         y_pinv=_pad_rows(plan.y_pinv, padded),
         op=op,
         keys=_pad_rows(plan.keys, padded),
-        coefs=plan.coefs,
         sigma_y2=_pad_rows(plan.sigma_y2, padded),
         class_labels=_pad_rows(plan.class_labels, padded),
         x_init=_pad_rows(plan.x_init, padded),
-        num_samples=plan.num_samples,
     )
 
 
 def group_key(plan: SamplingPlan) -> Hashable:
-    """Requests with equal keys can share a batch: (operator signature, image and measurement shapes, dtype, noisy?, labels?)."""
+    """Requests with equal keys can share a batch: (operator signature, image and measurement shapes, dtype, device, noisy?, labels?, clip x̂?)."""
     return (
         operator_signature(plan.op),
         tuple(plan.x_init.shape[1:]),
@@ -114,6 +113,7 @@ def group_key(plan: SamplingPlan) -> Hashable:
         plan.x_init.device,
         plan.sigma_y2 is not None,
         plan.class_labels is not None,
+        plan.clip_denoised,
     )
 
 

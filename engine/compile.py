@@ -34,9 +34,13 @@ def default_mode(device: torch.device) -> str:
 
 
 @contextlib.contextmanager
-def dynamo_flags() -> Iterator[None]:
-    """Dynamo settings for tracing the step: ``torch.autograd.grad`` traced into the graph, more recompiles."""
-    with torch._dynamo.config.patch(trace_autograd_ops=True, recompile_limit=_RECOMPILE_LIMIT):
+def dynamo_flags(layout_optimization: bool = True) -> Iterator[None]:
+    """Settings for tracing the step: ``torch.autograd.grad`` traced into the graph, more recompiles, and
+    whether Inductor may change convolution layouts (``layout_optimization``)."""
+    with (
+        torch._dynamo.config.patch(trace_autograd_ops=True, recompile_limit=_RECOMPILE_LIMIT),
+        torch._inductor.config.patch(layout_optimization=layout_optimization),
+    ):
         yield
 
 
@@ -52,16 +56,21 @@ def fresh_function(fn: Callable) -> Callable:
     return functools.update_wrapper(new, fn)
 
 
-def compile_step(fn: Callable, device: torch.device, mode: str | None = None) -> Callable:
+def compile_step(fn: Callable, device: torch.device, mode: str | None = None, *, channels_last: bool = False) -> Callable:
     """``torch.compile(fn, mode=…, fullgraph=True, dynamic=False)``, called under :func:`dynamo_flags`.
 
     Compilation happens on the first call for each new input shape/operator; a graph break raises.
+    On CPU, Inductor turns every convolution channels-last whenever oneDNN is available; the engine
+    lets it only when ``channels_last`` is asked for: float32 NHWC convolutions and their input
+    gradients are slower on CPU (compiled fp32 step 156 ms with the relayout vs 140 ms eager, default
+    model, batch 16, 2 threads; benchmarks/RESULTS.md). On CUDA Inductor's own heuristics stay on.
     """
     compiled = torch.compile(fresh_function(fn), mode=mode or default_mode(device), fullgraph=True, dynamic=False)
+    layout_optimization = channels_last or device.type != "cpu"
 
     @functools.wraps(fn)
     def run(*args, **kwargs):
-        with dynamo_flags():
+        with dynamo_flags(layout_optimization):
             return compiled(*args, **kwargs)
 
     run.compiled = compiled  # type: ignore[attr-defined]

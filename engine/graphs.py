@@ -20,7 +20,7 @@ __all__ = ["GraphKey", "StaticBuffers", "StepNotCapturable", "capture_cuda_graph
 
 
 class GraphKey(NamedTuple):
-    """What a captured step depends on: (batch, C, H, W, dtype, operator signature, noisy?, class-conditional?)."""
+    """What a captured step depends on: (batch, C, H, W, dtype, operator signature, noisy?, class-conditional?, clip x̂?)."""
 
     batch: int
     channels: int
@@ -30,6 +30,7 @@ class GraphKey(NamedTuple):
     operator: Hashable
     noisy: bool
     class_cond: bool
+    clip_denoised: bool
 
 
 class StaticBuffers:

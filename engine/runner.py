@@ -40,7 +40,7 @@ class EngineConfig:
     """Everything an :class:`Engine` is built from.
 
     Attributes:
-        steps, eta, start_step: the sampler's settings, as for :class:`pgdm.Restorer`.
+        steps, eta, start_step, clip_denoised: the sampler's settings, as for :class:`pgdm.Restorer`.
         backend: ``"eager"`` (debugging; same numbers as ``Restorer``), ``"compile"`` (``torch.compile`` of
             the whole step, CPU or CUDA) or ``"cudagraph"`` (CUDA only: the step, compiled unless
             ``compile=False``, captured in a CUDA graph per :class:`~pgdm.engine.graphs.GraphKey`).
@@ -60,6 +60,7 @@ class EngineConfig:
     steps: int = 100
     eta: float = 1.0
     start_step: int | None = None
+    clip_denoised: bool = True
     backend: str = "eager"
     precision: str = "fp32"
     channels_last: bool = False
@@ -106,16 +107,20 @@ def engine_step_(
     keys: torch.Tensor,
     sigma_y2: torch.Tensor | None,
     class_labels: torch.Tensor | None,
+    clip_denoised: bool = True,
 ) -> None:
     """One ΠGDM step (Song et al. 2023, Alg. 1) in place: x ← pigdm_step(x, coefficients[counter]); counter += 1.
 
     x: (B, C, H, W) float32 sample, overwritten; counter: 0-d int64 step index (device); tables: (N,)
     per-step coefficients from :func:`pgdm.sampler.pigdm_coefficients`; y, y_pinv, keys, sigma_y2,
-    class_labels: the plan's tensors (:class:`pgdm.sampler.SamplingPlan`). No host syncs.
+    class_labels: the plan's tensors (:class:`pgdm.sampler.SamplingPlan`); clip_denoised: as for
+    :func:`pgdm.sampler.pigdm_step` (a Python bool: compiled and captured steps specialise on it). No host syncs.
     """
     coef = gather_step_no_sync(tables, counter)
     noise = gaussian_no_sync(keys, counter, x.shape[1:], x.dtype)
-    x_next, _ = pigdm_step(denoiser, x, coef, y, y_pinv, op, noise, sigma_y2=sigma_y2, class_labels=class_labels)
+    x_next, _ = pigdm_step(
+        denoiser, x, coef, y, y_pinv, op, noise, sigma_y2=sigma_y2, class_labels=class_labels, clip_denoised=clip_denoised
+    )
     x.copy_(x_next)
     counter.add_(1)
 
@@ -153,7 +158,9 @@ class Engine:
             raise ValueError(f"backend 'cudagraph' needs the model on a CUDA device, got {self.device}; use 'compile' or 'eager'")
         self.denoiser = prepare_denoiser(denoiser, config.precision, channels_last=config.channels_last, copy_model=config.copy_model)
         compiled = config.backend == "compile" or (config.backend == "cudagraph" and config.compile)
-        self._step: Callable = compile_step(engine_step_, self.device, config.compile_mode) if compiled else engine_step_
+        self._step: Callable = (
+            compile_step(engine_step_, self.device, config.compile_mode, channels_last=config.channels_last) if compiled else engine_step_
+        )
         self._counter = torch.zeros((), dtype=torch.int64, device=self.device)
         self._graphs = GraphDispatcher(config.batch_sizes, config.max_graphs)
         self._buffers = StaticBuffers(self._graphs.max_batch, self.device)
@@ -197,7 +204,7 @@ class Engine:
         cfg = self.config
         return plan_sampling(
             self.denoiser, y, op, steps=cfg.steps, eta=cfg.eta, start_step=cfg.start_step, sigma_y=sigma_y,
-            seed=seed, class_labels=class_labels, num_samples=num_samples, dtype=dtype,
+            seed=seed, class_labels=class_labels, num_samples=num_samples, dtype=dtype, clip_denoised=cfg.clip_denoised,
         )  # fmt: skip
 
     def queue(self, mode: str = "throughput", max_batch: int | None = None) -> RestoreQueue:
@@ -267,7 +274,7 @@ class Engine:
                 if self.config.backend == "compile":
                     x_run = run.x_init.clone()
                     op_run, counter = self._static_op(run), self._counter.zero_()
-                    self._step(self.denoiser, op_run, x_run, counter, run.coefs, run.y, run.y_pinv, run.keys, run.sigma_y2, run.class_labels)
+                    self._step(self.denoiser, op_run, x_run, counter, run.coefs, run.y, run.y_pinv, run.keys, run.sigma_y2, run.class_labels, run.clip_denoised)
                 elif self._graphs.get(key := self._graph_key(run)) is None and key not in self._uncapturable and not self._graphs.full():
                     self._capture(key, run)
         if self.device.type == "cuda":
@@ -306,7 +313,7 @@ class Engine:
             def direct() -> None:
                 with torch.no_grad(), precision_context(self.config.precision, self.device):
                     x.copy_(run.x_init)
-                    step(den, op, x, counter, run.coefs, run.y, run.y_pinv, run.keys, run.sigma_y2, run.class_labels)
+                    step(den, op, x, counter, run.coefs, run.y, run.y_pinv, run.keys, run.sigma_y2, run.class_labels, run.clip_denoised)
 
             direct()  # compiles on the first call
             return direct
@@ -318,7 +325,7 @@ class Engine:
         x = plan.x_init.clone()  # (rows, C, H, W), updated in place by every step
         counter = self._counter.zero_()
         for i in range(plan.coefs["t"].shape[0]):
-            step(self.denoiser, op, x, counter, plan.coefs, plan.y, plan.y_pinv, plan.keys, plan.sigma_y2, plan.class_labels)
+            step(self.denoiser, op, x, counter, plan.coefs, plan.y, plan.y_pinv, plan.keys, plan.sigma_y2, plan.class_labels, plan.clip_denoised)
             if callback is not None:
                 callback({"i": i, "t": plan.coefs["t"][i], "x": x})
         return x
@@ -341,7 +348,7 @@ class Engine:
 
     def _graph_key(self, plan: SamplingPlan) -> GraphKey:
         b, c, h, w = plan.x_init.shape
-        return GraphKey(b, c, h, w, plan.x_init.dtype, operator_signature(plan.op), plan.sigma_y2 is not None, plan.class_labels is not None)
+        return GraphKey(b, c, h, w, plan.x_init.dtype, operator_signature(plan.op), plan.sigma_y2 is not None, plan.class_labels is not None, plan.clip_denoised)
 
     def _capture(self, key: GraphKey, plan: SamplingPlan) -> GraphEntry | None:
         """Allocate the key's static views, load ``plan`` into them, warm the operator, capture the step.
@@ -368,7 +375,7 @@ class Engine:
         den, op, counter = self.denoiser, entry.op, self._counter
 
         def step() -> None:
-            self._step(den, op, inputs["x"], counter, tables, inputs["y"], inputs["y_pinv"], inputs["keys"], inputs["sigma_y2"], inputs["class_labels"])
+            self._step(den, op, inputs["x"], counter, tables, inputs["y"], inputs["y_pinv"], inputs["keys"], inputs["sigma_y2"], inputs["class_labels"], key.clip_denoised)
 
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()

@@ -168,3 +168,16 @@ def test_keys_are_batch_invariant_through_the_engine(den, images):
     single = eng.restore(y[1:2], op, seed=[11])
     torch.testing.assert_close(single[0], batch[1], atol=1e-9, rtol=0)
     assert torch.equal(stream_keys([11]), stream_keys([10, 11, 12])[1:2])
+
+
+def test_clip_denoised_reaches_the_step_and_the_queue(den, images):
+    op = SuperResolution(2)
+    y = op(images)
+    literal = Restorer(den, steps=STEPS, clip_denoised=False).restore(y, op, seed=[1, 2, 3])
+    eng = E.restorer(den, "eager", steps=STEPS, clip_denoised=False, batch_sizes=(4,))
+    assert torch.equal(eng.restore(y, op, seed=[1, 2, 3]), literal)
+    assert not torch.equal(E.restorer(den, "eager", steps=STEPS).restore(y, op, seed=[1, 2, 3]), literal)
+    q = eng.queue("throughput")
+    for i in range(3):  # three requests merged into one batch: concat_plans must keep the setting
+        q.submit(y[i : i + 1], op, seed=i + 1)
+    assert torch.equal(torch.cat(q.run()), literal)
