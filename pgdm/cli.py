@@ -42,13 +42,15 @@ def _write_json_atomic(obj, path: Path) -> None:
 
 
 def _make_restorer(args, denoiser):
-    if args.backend == "eager":
+    if args.backend == "eager" and not args.channels_last:
         from .sampler import Restorer
 
         return Restorer(denoiser, steps=args.steps, eta=args.eta, start_step=args.start_step)
     from pgdm.engine import restorer  # the engine builds on pgdm; imported only when asked for
 
-    return restorer(denoiser, backend=args.backend, steps=args.steps, eta=args.eta, start_step=args.start_step)
+    return restorer(
+        denoiser, backend=args.backend, steps=args.steps, eta=args.eta, start_step=args.start_step, channels_last=args.channels_last
+    )
 
 
 def _prepare(path: Path, index: int, args, template: Operator, shape: tuple[int, int, int]) -> Item:
@@ -221,6 +223,7 @@ def _add_restore_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="network precision (default: %(default)s)")
     p.add_argument("--backend", choices=["eager", "compile", "cudagraph"], default="eager", help="execution backend")
+    p.add_argument("--channels-last", action="store_true", help="run the network in NHWC layout (pgdm.engine; fastest on CPU with bfloat16)")
     p.add_argument("--class-label", type=int, help="class label for class-conditional models")
     p.add_argument("--num-samples", type=int, default=1, help="average this many posterior samples; also writes NAME_std.png")
     p.add_argument("--size", type=int, help="image size for models without a fixed one")

@@ -181,3 +181,13 @@ def test_bad_arguments_give_one_line_errors(model, clean, tmp_path):
     assert proc.returncode == 2 and "missing.pt" in proc.stderr
     proc = run("restore", "jpeg10", clean, "-o", tmp_path, "--model", model, "--sigma-y", "0.1", "--simulate", check=False)
     assert proc.returncode == 2 and "non-linear" in proc.stderr
+
+
+def test_channels_last_runs_the_engine_with_the_same_result(model, clean, tmp_path):
+    run("degrade", "sr4", clean, "-o", tmp_path / "deg", "--gray")
+    common = ("restore", "sr4", tmp_path / "deg", "--model", model, "--steps", 3, "--quiet")
+    run(*common, "-o", tmp_path / "plain")
+    run(*common, "-o", tmp_path / "nhwc", "--channels-last")  # pgdm.engine, eager, NHWC network
+    for name in ("img0", "img1", "img2"):
+        a, b = (np.asarray(Image.open(tmp_path / d / f"{name}.png"), dtype=np.int16) for d in ("plain", "nhwc"))
+        assert np.abs(a - b).max() <= 2  # float32 NCHW vs NHWC convolutions round differently
