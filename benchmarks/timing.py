@@ -26,3 +26,21 @@ def time_ms(fn: Callable[[], object], device: torch.device | str, reps: int, war
         samples.append((time.perf_counter() - start) * 1e3)
     q = statistics.quantiles(samples, n=10, method="inclusive") if len(samples) > 1 else samples * 9
     return statistics.median(samples), q[1], q[7]
+
+
+def interleaved_ms(fns: dict[str, Callable[[], object]], device: torch.device | str, reps: int) -> dict[str, float]:
+    """Median milliseconds per call of each of ``fns``, calling them in turn ``reps`` times.
+
+    For comparisons on a shared machine: a load change hits every candidate alike instead of one of them.
+    Each function should already be warm; on CUDA the device is synchronised around every call.
+    """
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(reps):
+        for name, fn in fns.items():
+            sync()
+            start = time.perf_counter()
+            fn()
+            sync()
+            samples[name].append((time.perf_counter() - start) * 1e3)
+    return {name: statistics.median(v) for name, v in samples.items()}
