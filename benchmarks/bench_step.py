@@ -236,7 +236,7 @@ def main(argv=None) -> None:
     p.add_argument("--net", action="store_true", help="also time forward + input-only VJP alone (one more compile/capture)")
     p.add_argument("--compile-mode", default=None, help="torch.compile mode (default: 'default' on CPU, max-autotune-no-cudagraphs on CUDA)")
     p.add_argument("--no-compile", action="store_true", help="cudagraph: capture the eager step instead of the compiled one")
-    p.add_argument("--reps", type=int, default=10, help="timed calls per measurement on CPU (do_bench rep ms on CUDA)")
+    p.add_argument("--reps", type=int, default=10, help="timed calls per measurement (at least; do_bench's time budget is sized from it on CUDA)")
     p.add_argument("--restore-steps", type=int, default=20, help="steps of the whole-restore timing (0: skip)")
     p.add_argument("--restore-reps", type=int, default=3)
     p.add_argument("--no-baseline", dest="baseline", action="store_false", help="skip timing pgdm.Restorer")
@@ -248,7 +248,10 @@ def main(argv=None) -> None:
     else:
         model = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), platform.processor())
         args.device_name = f"{model} ×{torch.get_num_threads()} threads"
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    try:  # the device machine gets a copy of the tree without .git (and may lack git)
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip() or "unknown"
+    except OSError:
+        commit = "unknown"
     print(f"# bench_step: {args.config} on {args.device_name}, torch {torch.__version__}, commit {commit}, op {args.op}, σ_y {args.sigma_y}")
     print(f"# command: {' '.join(sys.argv)}")
 

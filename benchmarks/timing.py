@@ -9,14 +9,22 @@ import torch
 
 
 def time_ms(fn: Callable[[], object], device: torch.device | str, reps: int, warmup: int = 2) -> tuple[float, float, float]:
-    """(median, 20 %, 80 %) milliseconds per call of ``fn`` after ``warmup`` calls.
+    """(median, 20 %, 80 %) milliseconds per call of ``fn`` over at least ``reps`` timed calls after ``warmup`` calls.
 
-    CUDA: ``do_bench`` with CUDA events at quantiles 0.5/0.2/0.8. CPU: wall time of each of ``reps`` calls.
+    CUDA: ``do_bench`` with CUDA events (L2 flushed between calls) at quantiles 0.5/0.2/0.8; its ``warmup``
+    and ``rep`` are milliseconds, so they are sized from one timed call. CPU: wall time of each of ``reps`` calls.
     """
     if torch.device(device).type == "cuda":
         import triton.testing
 
-        return tuple(triton.testing.do_bench(fn, warmup=max(warmup, 25), rep=max(reps, 25), quantiles=[0.5, 0.2, 0.8]))  # type: ignore[return-value]
+        fn()
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        one_ms = (time.perf_counter() - start) * 1e3
+        quantiles = triton.testing.do_bench(fn, warmup=max(25, warmup * one_ms), rep=max(100, reps * one_ms), quantiles=[0.5, 0.2, 0.8])
+        return tuple(quantiles)  # type: ignore[return-value]
     for _ in range(warmup):
         fn()
     samples = []
