@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}          # the device image's python3 holds torch + triton
 OUT=${OUT:-/tmp/pgdm_device_check}
 BUDGET=470                         # seconds for the whole script
-mkdir -p "$OUT"
+mkdir -p "$OUT" && rm -f "$OUT"/*.txt "$OUT"/*.md "$OUT"/*.csv
 export PYTHONUNBUFFERED=1
 SUMMARY=()
 summary() {
@@ -17,6 +17,15 @@ summary() {
 }
 trap summary EXIT
 left() { echo $((BUDGET - SECONDS)); }
+# run LIMIT LOG CMD...: run CMD with a time limit, output appended to $OUT/LOG; a failure or time-out goes in the summary
+run() {
+    local limit=$1 log=$2; shift 2
+    timeout "$limit" "$@" 2>&1 | tee -a "$OUT/$log" | grep -v '^ '
+    local rc=${PIPESTATUS[0]}
+    if [ "$rc" -eq 124 ]; then SUMMARY+=("$log: TIMED OUT after ${limit}s ($*)")
+    elif [ "$rc" -ne 0 ]; then SUMMARY+=("$log: FAILED, exit $rc: $(grep -E 'Error|error' "$OUT/$log" | tail -1)"); fi
+    return "$rc"
+}
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 # pgdm.engine / pgdm.kernels live in top-level folders (setup.py package_dir): an editable install maps them;
@@ -25,7 +34,7 @@ if ! $PYTHON -c 'import pgdm.engine, pgdm.kernels' 2>/dev/null; then
     $PYTHON -m pip install -q --no-deps --no-build-isolation --no-index -e . >/dev/null 2>&1 \
         || { for d in engine kernels export; do ln -sfn "../$d" "pgdm/$d"; done; export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}; }
 fi
-if VERSIONS=$($PYTHON -c 'import torch, triton, pgdm.engine, pgdm.kernels; print(f"torch {torch.__version__}, triton {triton.__version__}, {torch.cuda.get_device_name()}")'); then
+if VERSIONS=$($PYTHON -c 'import torch, triton, pgdm.engine, pgdm.kernels; print(f"torch {torch.__version__}, triton {triton.__version__}, CUDA: {torch.cuda.is_available() and torch.cuda.get_device_name()}")'); then
     SUMMARY+=("$VERSIONS")
 else
     SUMMARY+=("pgdm does not import: every block below will fail")
@@ -33,39 +42,36 @@ fi
 
 # ---- issue 3: Triton kernels (JPEG, blur filter) against their torch references, on CUDA tensors -------------
 echo "== kernel tests (CUDA) =="
-timeout 150 $PYTHON -m pytest -q -p no:cacheprovider tests/kernels 2>&1 | tee "$OUT/kernels_tests.txt" | tail -4
+run 150 kernels_tests.txt $PYTHON -m pytest -q -p no:cacheprovider tests/kernels
 SUMMARY+=("kernel tests: $(tail -1 "$OUT/kernels_tests.txt")")
 
 echo "== kernel benchmarks (JPEG h†∘h, blur pinv filter) =="
-if timeout 90 $PYTHON benchmarks/bench_ops.py --device cuda --csv "$OUT/ops_bench.csv" 2>&1 | tee "$OUT/ops_bench.md"; then
+if run 90 ops_bench.md $PYTHON benchmarks/bench_ops.py --device cuda --csv "$OUT/ops_bench.csv"; then
     BEST=$(grep "Triton (fused, 1 launch)" "$OUT/ops_bench.md" | awk -F'|' '{gsub(/ /,"",$4); gsub(/ /,"",$10); print "b" $4 ":" $10 "%"}' | tr '\n' ' ')
     SUMMARY+=("fused JPEG round trip, % of peak HBM by batch (target >= 70): $BEST")
-else
-    SUMMARY+=("kernel benchmarks: FAILED or timed out (see ops_bench.md)")
 fi
 
 # ---- issue 6: engine — CUDA graph around the whole step, bf16, batching --------------------------------------
 echo "== engine tests (CUDA) =="
-timeout 150 $PYTHON -m pytest -q -p no:cacheprovider -m cuda tests/engine 2>&1 | tee "$OUT/engine_tests.txt" | tail -4
+run 150 engine_tests.txt $PYTHON -m pytest -q -p no:cacheprovider -m cuda tests/engine
 SUMMARY+=("engine CUDA tests: $(tail -1 "$OUT/engine_tests.txt")")
 
 # ADM-256 (random weights), bf16, the eager step captured in a CUDA graph (no Inductor compile), noiseless
 # centre inpainting: batch 1 with 20-step restores (latency), batch 16 (throughput).
-rm -f "$OUT/engine_bench.csv"
+rm -f "$OUT/engine_bench.csv" "$OUT/engine_bench.md"
 BENCH=($PYTHON benchmarks/bench_step.py --device cuda --config adm256 --backends cudagraph --precisions bf16
        --op inpaint-center --reps 20 --no-baseline --csv "$OUT/engine_bench.csv")
 echo "== ADM-256 bf16, graph of the eager step, batch 1 + 20-step restore =="
-timeout 100 "${BENCH[@]}" --no-compile --batch 1 --restore-steps 20 --restore-reps 3 2>&1 | tee "$OUT/engine_bench.md" | grep -v '^ '
+run 100 engine_bench.md "${BENCH[@]}" --no-compile --batch 1 --restore-steps 20 --restore-reps 3
 echo "== ADM-256 bf16, graph of the eager step, batch 16 =="
-timeout 110 "${BENCH[@]}" --no-compile --batch 16 --restore-steps 0 2>&1 | tee -a "$OUT/engine_bench.md" | grep -v '^ '
+run 110 engine_bench.md "${BENCH[@]}" --no-compile --batch 16 --restore-steps 0
 if [ "$(left)" -gt 100 ]; then
     echo "== ADM-256 bf16, compiled step (Inductor, mode default) in a CUDA graph, batch 16 =="
-    timeout "$(left)" "${BENCH[@]}" --compile-mode default --batch 16 --restore-steps 0 2>&1 | tee -a "$OUT/engine_bench.md" | grep -v '^ ' \
-        || SUMMARY+=("ADM-256 compiled step: cut at the time limit after ${SECONDS}s")
+    run "$(left)" engine_bench.md "${BENCH[@]}" --compile-mode default --batch 16 --restore-steps 0
 else
     SUMMARY+=("ADM-256 compiled step: skipped (${SECONDS}s used of ${BUDGET})")
 fi
-while IFS= read -r line; do SUMMARY+=("$line"); done < <(grep -h "FAILED" "$OUT/engine_bench.md" 2>/dev/null)
+while IFS= read -r line; do SUMMARY+=("$line"); done < <(grep -h "| FAILED" "$OUT/engine_bench.md" 2>/dev/null)
 if [ -s "$OUT/engine_bench.csv" ]; then
     while IFS= read -r line; do SUMMARY+=("$line"); done < <($PYTHON - "$OUT/engine_bench.csv" <<'PYEOF'
 import csv, sys
