@@ -25,8 +25,7 @@ setup(
     extras_require={
         "diffusers": ["diffusers>=0.27"],
         "triton": ["triton>=3.0"],
-        "cupy": ["cupy-cuda12x"],
-        "tensorrt": ["tensorrt>=10", "onnx>=1.16"],
+        "onnx": ["onnx>=1.16", "onnxscript>=0.3", "onnxruntime>=1.18"],
         "dev": [
             "pytest>=8",
             "scipy>=1.10",
@@ -36,6 +35,9 @@ setup(
             "torchmetrics>=1.3",
             "triton>=3.0",
             "diffusers>=0.27",
+            "onnx>=1.16",
+            "onnxscript>=0.3",
+            "onnxruntime>=1.18",
         ],
     },
     entry_points={"console_scripts": ["pgdm=pgdm.cli:main"]},

@@ -1,4 +1,4 @@
-"""Helpers for the engine tests: a tiny ADM UNet (random weights) on 16×16 grayscale images."""
+"""Helpers shared by the engine and export tests: a tiny ADM UNet (random weights) on 16×16 grayscale images."""
 import copy
 import os
 

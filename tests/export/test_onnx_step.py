@@ -1,0 +1,104 @@
+"""The ΠGDM step exported to ONNX and run in ONNX Runtime, against PyTorch.
+
+The backward decompositions are checked against autograd in float64. Whole restores through ONNX
+Runtime are compared, like the engine's compiled step, with a float64 PyTorch run of the same plan:
+their relative L2 error must stay within 4× the eager float32 ``Restorer``'s own (random weights amplify
+float32 reordering near t = 999, so float32 against float32 would be a flaky comparison).
+"""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from engine_helpers import float64_copy, tiny_denoiser
+from pgdm import Restorer
+from pgdm.export import OnnxStepRestorer, export_step
+from pgdm.export.onnx import _avg_pool_grad, _conv_input_grad, _nearest_upsample_grad, input_names
+from pgdm.ops import parse
+from pgdm.sampler import plan_sampling, run_pigdm
+
+STEPS = 6
+aten = torch.ops.aten
+
+
+@pytest.mark.parametrize("size, stride, padding, groups", [(17, 1, 1, 1), (17, 2, 1, 1), (16, 2, 1, 2), (9, 3, 0, 1)])
+def test_conv_input_grad_is_autograd(size, stride, padding, groups):
+    x = torch.randn(2, 4, size, size, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(6, 4 // groups, 3, 3, dtype=torch.float64)
+    out = F.conv2d(x, w, None, stride, padding, 1, groups)
+    g = torch.randn_like(out)
+    (want,) = torch.autograd.grad(out, x, g)
+    got, *_ = _conv_input_grad(g, x, w, None, [stride] * 2, [padding] * 2, [1, 1], False, [0, 0], groups, [True, False, False])
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_resampling_grads_are_autograd():
+    x = torch.randn(2, 3, 8, 6, dtype=torch.float64, requires_grad=True)
+    up = F.interpolate(x, scale_factor=2, mode="nearest")
+    g = torch.randn_like(up)
+    (want,) = torch.autograd.grad(up, x, g)
+    torch.testing.assert_close(_nearest_upsample_grad(g, [16, 12], list(x.shape)), want, rtol=1e-12, atol=1e-12)
+    down = F.avg_pool2d(x, 2, 2)
+    g = torch.randn_like(down)
+    (want,) = torch.autograd.grad(down, x, g)
+    torch.testing.assert_close(_avg_pool_grad(g, x, [2, 2], [2, 2], [0, 0], False, True, None), want, rtol=1e-12, atol=1e-12)
+    with pytest.raises(NotImplementedError, match="non-overlapping"):
+        _avg_pool_grad(g, x, [3, 3], [1, 1], [1, 1], False, True, None)
+
+
+CASES = {
+    "sr2": dict(spec="sr2", kw={}, num_classes=None),
+    "jpeg50": dict(spec="jpeg50", kw={}, num_classes=None),  # a non-linear h: libjpeg's integer arithmetic in the graph
+    "inpaint-noisy-class-cond": dict(spec="inpaint-center", kw=dict(sigma_y=[0.1, 0.2, 0.0]), num_classes=3),
+}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """case → (denoiser, operator, path of its batch-3 step graph), each exported once (~15 s)."""
+    built = {}
+
+    def build(case):
+        if case not in built:
+            c = CASES[case]
+            den = tiny_denoiser(num_classes=c["num_classes"])
+            op = parse(c["spec"], (1, 16, 16))
+            built[case] = den, op, export_step(den, op, tmp_path_factory.mktemp(case) / "step.onnx", 3, noisy="sigma_y" in c["kw"])
+        return built[case]
+
+    return build
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_restore_through_onnx_runtime_matches_pytorch(exported, case):
+    den, op, path = exported(case)
+    c = CASES[case]
+    kw = dict(c["kw"], seed=[1, 2, 3], class_labels=[0, 1, 2] if c["num_classes"] else None)
+    gen = torch.Generator().manual_seed(4)
+    y = op(torch.rand(3, 1, 16, 16, generator=gen) * 2 - 1)
+    runner = OnnxStepRestorer(path)
+    assert runner.names == input_names("sigma_y" in c["kw"], c["num_classes"] is not None)
+    plan = plan_sampling(den, y, op, steps=STEPS, eta=1.0, start_step=None, **kw)
+    got = runner.run_plan(plan)
+    den64 = float64_copy(den)
+    plan64 = plan_sampling(den64, y.double(), op, steps=STEPS, eta=1.0, start_step=None, dtype=torch.float64, **kw)
+    ref64 = run_pigdm(den64, plan64)
+    rel = lambda x: float((x.double() - ref64).norm() / ref64.norm())  # noqa: E731
+    err_eager = rel(run_pigdm(den, plan))
+    assert rel(got) <= 4 * err_eager + 1e-6, (rel(got), err_eager)
+    restored = runner.restore(plan)  # the Restorer's output format: per-image mean in [-1, 1]
+    ref = Restorer(den, steps=STEPS).restore(y, op, **kw)
+    assert restored.shape == ref.shape and restored.abs().max() <= 1
+
+
+def test_bad_inputs_are_refused(exported):
+    den, op, path = exported("sr2")
+    runner = OnnxStepRestorer(path)
+    plan = plan_sampling(den, op(torch.zeros(2, 1, 16, 16)), op, steps=2, eta=1.0, start_step=None)
+    with pytest.raises(ValueError, match="exported for batch 3"):
+        runner.run_plan(plan)
+    with pytest.raises(ValueError, match="batch_size"):
+        export_step(den, op, "unused.onnx", 0)
+    any_size = tiny_denoiser()
+    any_size.image_size = None
+    with pytest.raises(ValueError, match="fixed image_size"):
+        export_step(any_size, op, "unused.onnx", 1)
