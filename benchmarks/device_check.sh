@@ -20,6 +20,8 @@ left() { echo $((BUDGET - SECONDS)); }
 # run LIMIT LOG CMD...: run CMD with a time limit, output appended to $OUT/LOG; a failure or time-out goes in the summary
 run() {
     local limit=$1 log=$2; shift 2
+    [ "$limit" -gt "$(left)" ] && limit=$(left)   # the whole script stays inside BUDGET
+    [ "$limit" -lt 10 ] && { SUMMARY+=("$log: skipped, ${SECONDS}s used of ${BUDGET}"); return 1; }
     timeout "$limit" "$@" 2>&1 | tee -a "$OUT/$log" | grep -v '^ '
     local rc=${PIPESTATUS[0]}
     if [ "$rc" -eq 124 ]; then SUMMARY+=("$log: TIMED OUT after ${limit}s ($*)")

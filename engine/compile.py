@@ -34,13 +34,11 @@ def default_mode(device: torch.device) -> str:
 
 
 @contextlib.contextmanager
-def dynamo_flags(layout_optimization: bool = True) -> Iterator[None]:
-    """Settings for tracing the step: ``torch.autograd.grad`` traced into the graph, more recompiles, and
-    whether Inductor may change convolution layouts (``layout_optimization``)."""
-    with (
-        torch._dynamo.config.patch(trace_autograd_ops=True, recompile_limit=_RECOMPILE_LIMIT),
-        torch._inductor.config.patch(layout_optimization=layout_optimization),
-    ):
+def dynamo_flags(keep_layout: bool = False) -> Iterator[None]:
+    """Settings for tracing the step: ``torch.autograd.grad`` traced into the graph, more recompiles, and with
+    ``keep_layout`` Inductor's convolution relayout switched off (otherwise its own configuration holds)."""
+    layout = torch._inductor.config.patch(layout_optimization=False) if keep_layout else contextlib.nullcontext()
+    with torch._dynamo.config.patch(trace_autograd_ops=True, recompile_limit=_RECOMPILE_LIMIT), layout:
         yield
 
 
@@ -62,15 +60,16 @@ def compile_step(fn: Callable, device: torch.device, mode: str | None = None, *,
     Compilation happens on the first call for each new input shape/operator; a graph break raises.
     On CPU, Inductor turns every convolution channels-last whenever oneDNN is available; the engine
     lets it only when ``channels_last`` is asked for: float32 NHWC convolutions and their input
-    gradients are slower on CPU (compiled fp32 step 156 ms with the relayout vs 140 ms eager, default
-    model, batch 16, 2 threads; benchmarks/RESULTS.md). On CUDA Inductor's own heuristics stay on.
+    gradients are slower on CPU (compiled fp32 step 156 ms with the relayout, 131 ms without, 137–140 ms
+    eager; default model, batch 16, 2 threads; benchmarks/RESULTS.md). Elsewhere Inductor's own
+    configuration and heuristics hold.
     """
     compiled = torch.compile(fresh_function(fn), mode=mode or default_mode(device), fullgraph=True, dynamic=False)
-    layout_optimization = channels_last or device.type != "cpu"
+    keep_layout = device.type == "cpu" and not channels_last
 
     @functools.wraps(fn)
     def run(*args, **kwargs):
-        with dynamo_flags(layout_optimization):
+        with dynamo_flags(keep_layout):
             return compiled(*args, **kwargs)
 
     run.compiled = compiled  # type: ignore[attr-defined]

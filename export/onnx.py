@@ -3,7 +3,8 @@
 :func:`export_step` traces :func:`pgdm.sampler.pigdm_step` itself (the same function ``Restorer`` and
 ``pgdm.engine`` run) for one model, one operator and one batch size with ``make_fx``, decomposing the
 backward operators that ONNX lacks into forward ones (an input-gradient convolution is a transposed
-convolution), and writes it with ``torch.onnx.export``. The result runs in ONNX Runtime or TensorRT:
+convolution), and writes it with ``torch.onnx.export``. The result runs in ONNX Runtime (tested) and is
+the input a TensorRT engine is built from (not run here: no GPU):
 
     inputs   x (B, C, H, W) float32; t () int64; alpha_t, alpha_s, c1, c2, r2 () float32 (one row of
              :func:`pgdm.sampler.pigdm_coefficients`); y (B, …) float32; y_pinv (B, C, H, W) float32;
@@ -12,13 +13,16 @@ convolution), and writes it with ``torch.onnx.export``. The result runs in ONNX 
     outputs  x_next (B, C, H, W) float32, x0 (B, C, H, W) float32 (x̂ after clipping when ``clip_denoised``)
 
 The operator's matrices/masks are constants of the graph; shapes are static (export once per batch
-size, as TensorRT engines are built). :class:`OnnxStepRestorer` runs a whole restore with the graph in
-ONNX Runtime, drawing the noise with :func:`pgdm.rng.gaussian_no_sync`, so its samples are those of
-``pgdm.Restorer`` up to float32 reordering.
+size, as TensorRT engines are built). The file's metadata records what the graph was built for
+(batch, noisy, class-conditional, clip_denoised, an operator fingerprint). :class:`OnnxStepRestorer`
+runs a whole restore with the graph in ONNX Runtime, refusing plans the graph does not fit and drawing
+the noise with :func:`pgdm.rng.gaussian_no_sync`, so its samples are those of ``pgdm.Restorer`` up to
+float32 reordering.
 """
 from __future__ import annotations
 
 import copy
+import hashlib
 import os
 import re
 from collections.abc import Sequence
@@ -30,7 +34,8 @@ from torch.fx.experimental.proxy_tensor import make_fx
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from pgdm.denoiser import Denoiser
-from pgdm.operators import Operator
+from pgdm.engine.operators import is_row_independent, operator_signature
+from pgdm.operators import Inpaint, Operator
 from pgdm.rng import gaussian_no_sync
 from pgdm.sampler import SamplingPlan, pigdm_coefficients, pigdm_step, summarize_samples
 
@@ -60,11 +65,12 @@ def _nearest_upsample_grad(grad_output, output_size, input_size, scales_h=None, 
 
 
 def _avg_pool_grad(grad_output, input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
-    """aten.avg_pool2d_backward for non-overlapping windows (stride = kernel, no padding): spread evenly."""
-    if list(stride) != list(kernel_size) or any(padding) or divisor_override:
-        raise NotImplementedError(f"ONNX export supports non-overlapping average pooling only (kernel {kernel_size}, stride {stride})")
+    """aten.avg_pool2d_backward for non-overlapping windows that tile the input: spread evenly."""
     b, c, h, w = input.shape
     kh, kw = kernel_size
+    tiles = list(stride or kernel_size) == [kh, kw] and not any(padding) and not ceil_mode and not divisor_override
+    if not tiles or h % kh or w % kw:
+        raise NotImplementedError(f"ONNX export supports non-overlapping average pooling that tiles the input only (kernel {kernel_size}, stride {stride}, {h}x{w})")
     spread = grad_output[:, :, :, None, :, None].expand(b, c, h // kh, kh, w // kw, kw) / (kh * kw)
     return spread.reshape(b, c, h, w)
 
@@ -97,18 +103,30 @@ class _Step(nn.Module):
         return pigdm_step(self.denoiser, x, coef, y, y_pinv, self.op, noise, sigma_y2=sigma_y2, class_labels=labels, clip_denoised=self.clip_denoised)
 
 
-def _example_inputs(denoiser: Denoiser, op: Operator, batch: int, noisy: bool) -> list[torch.Tensor]:
-    c, s = denoiser.channels, denoiser.image_size
-    gen = torch.Generator().manual_seed(0)
+def _example_inputs(denoiser: Denoiser, op: Operator, batch: int, noisy: bool, seed: int) -> list[torch.Tensor]:
+    """Step inputs for tracing (seed 0) and for checking the traced graph on other values (other seeds)."""
+    c, s, T = denoiser.channels, denoiser.image_size, denoiser.num_timesteps
+    gen = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, c, s, s, generator=gen)
     y = op(x.clamp(-1, 1))
-    coef = {k: v[0] for k, v in pigdm_coefficients(denoiser.alphas_cumprod, torch.tensor([500, 400]), 1.0).items()}
+    t = (T // 2 + seed * 97) % (T - 1)
+    coef = {k: v[0] for k, v in pigdm_coefficients(denoiser.alphas_cumprod, torch.tensor([t, t // 2]), 1.0).items()}
     args = [x, coef["t"]] + [coef[k].float() for k in COEFFICIENTS[1:]] + [y, op.pinv(y), torch.randn(x.shape, generator=gen)]
     if noisy:
-        args.append(torch.full((batch,), 0.01))
+        args.append(torch.rand(batch, generator=gen) * 0.02 * (torch.arange(batch) > 0))  # row 0 noiseless
     if denoiser.class_cond:
-        args.append(torch.zeros(batch, dtype=torch.int64))
+        args.append(torch.randint(0, 2, (batch,), generator=gen))
     return args
+
+
+def operator_fingerprint(op: Operator) -> str:
+    """A content hash of the operator (its engine signature plus its inpainting masks), or "" for operators the
+    engine only knows by identity (those cannot be recognised in another process)."""
+    signature = operator_signature(op)
+    if any(isinstance(part, tuple) and part[:1] == ("object",) for part in (signature, *signature)):
+        return ""
+    masks = [m.mask.detach().to(torch.float32).contiguous().numpy().tobytes() for m in op.modules() if isinstance(m, Inpaint)]
+    return hashlib.sha1(repr(signature).encode() + b"".join(masks)).hexdigest()
 
 
 def export_step(
@@ -122,27 +140,45 @@ def export_step(
 ) -> str:
     """Write the ΠGDM step for ``op`` on float32 (batch_size, C, H, W) images to ``path`` (ONNX); returns the path.
 
-    ``denoiser``: a float32 model on the CPU with a fixed ``image_size`` (it is copied and frozen, not changed).
-    ``op``: an operator with batch-independent parameters (an inpainting mask of batch 1, SR, blur, …);
-    ``noisy``: the graph takes per-image sigma_y2 (the noisy guidance); ``clip_denoised``: as for ``Restorer``.
-    Raises ValueError (one line) for a model or operator the exporter cannot express.
+    ``denoiser``: a model with a fixed ``image_size``, any device/dtype (a float32 CPU copy is traced).
+    ``op``: an operator with batch-independent parameters (an inpainting mask of batch 1, SR, JPEG, …);
+    ``noisy``: the graph takes per-image sigma_y2 (the noisy guidance, linear operators only);
+    ``clip_denoised``: as for ``Restorer``. The traced graph is checked against the eager step on two
+    other input sets (other t, images, noise, σ_y, labels) before it is written, so a value baked into
+    it by tracing is an error, not a wrong file. Raises ValueError (one line) for what cannot be exported.
     """
     if denoiser.image_size is None:
         raise ValueError("export_step needs a model with a fixed image_size (the ONNX graph has static shapes)")
     if batch_size < 1:
         raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+    if noisy and not op.linear:
+        raise ValueError(f"noisy guidance needs a linear operator; {type(op).__name__} is not (export it with noisy=False)")
+    if not is_row_independent(op):
+        raise ValueError("export_step needs an operator without per-image parameters (e.g. an inpainting mask of batch 1): they would become graph constants")
+    try:
+        import onnxscript  # noqa: F401  (torch.onnx's exporter builds the graph with it)
+    except ImportError:
+        raise ValueError("ONNX export needs onnx and onnxscript: pip install 'pgdm[onnx]'") from None
     den = copy.deepcopy(denoiser).float().cpu().eval().requires_grad_(False)
+    op = copy.deepcopy(op).cpu()
     step = _Step(den, op, noisy, clip_denoised)
-    example = _example_inputs(den, op, batch_size, noisy)
     try:
         with sdpa_kernel(SDPBackend.MATH):  # attention as matmul + softmax, which ONNX has
-            graph = make_fx(step, decomposition_table=step_decompositions(), tracing_mode="real")(*example)
+            graph = make_fx(step, decomposition_table=step_decompositions(), tracing_mode="real")(*_example_inputs(den, op, batch_size, noisy, 0))
+        for seed in (1, 2):
+            check = _example_inputs(den, op, batch_size, noisy, seed)
+            for got, want in zip(graph(*check), step(*check)):
+                if float((got - want).norm()) > 1e-4 * float(want.norm()) + 1e-6:
+                    raise NotImplementedError("the traced step depends on input values (a Python branch or .item() in the model or operator)")
+        example = _example_inputs(den, op, batch_size, noisy, 0)
         program = torch.onnx.export(
             _Graph(graph).eval(), tuple(example), dynamo=True, verbose=False,
             input_names=input_names(noisy, den.class_cond), output_names=list(OUTPUTS),
         )  # fmt: skip
     except (NotImplementedError, torch.onnx.errors.OnnxExporterError) as e:
         raise ValueError(f"cannot export the ΠGDM step for {type(op).__name__} to ONNX: {_reason(e)}") from e
+    meta = dict(batch=batch_size, noisy=noisy, class_cond=den.class_cond, clip_denoised=clip_denoised, operator=operator_fingerprint(op))
+    program.model.metadata_props.update({f"pgdm.{k}": str(v) for k, v in meta.items()})
     program.save(os.fspath(path))
     return os.fspath(path)
 
@@ -168,28 +204,58 @@ class OnnxStepRestorer:
     """Runs a :class:`~pgdm.sampler.SamplingPlan` with an exported step in ONNX Runtime (CPU or any provider).
 
     The host loop feeds each step's coefficients and the counter-based noise (the same draws as
-    ``pgdm.Restorer``); ``restore`` takes a plan of exactly the exported batch size.
+    ``pgdm.Restorer``). A plan must fit the graph: its batch size, operator, noise (a noisy graph also
+    runs noiseless plans: σ_y = 0 rows take the noiseless guidance), labels and clip_denoised.
+    ``threads``: ONNX Runtime's intra-op threads (None: its default).
     """
 
-    def __init__(self, path: str | os.PathLike, providers: Sequence[str] = ("CPUExecutionProvider",)) -> None:
-        import onnxruntime  # optional dependency: pip install 'pgdm[onnx]'
-
-        self.session = onnxruntime.InferenceSession(os.fspath(path), providers=list(providers))
+    def __init__(self, path: str | os.PathLike, providers: Sequence[str] = ("CPUExecutionProvider",), threads: int | None = None) -> None:
+        try:
+            import onnxruntime
+        except ImportError:
+            raise ValueError("running an exported step needs onnxruntime: pip install 'pgdm[onnx]'") from None
+        options = onnxruntime.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = onnxruntime.InferenceSession(os.fspath(path), options, providers=list(providers))
         self.names = [i.name for i in self.session.get_inputs()]
-        self.batch = self.session.get_inputs()[0].shape[0]
+        self.meta = self.session.get_modelmeta().custom_metadata_map  # "pgdm.*" keys written by export_step
+        self.batch = int(self.meta.get("pgdm.batch", self.session.get_inputs()[0].shape[0]))
+
+    def check_plan(self, plan: SamplingPlan) -> None:
+        """Raise a one-line ValueError when ``plan`` does not fit this graph."""
+        rows = plan.x_init.shape[0]
+        if rows != self.batch:
+            raise ValueError(f"this graph was exported for batch {self.batch}, the plan has {rows} rows")
+        if plan.sigma_y2 is not None and "sigma_y2" not in self.names:
+            raise ValueError("the plan has measurement noise but this graph was exported without noisy=True")
+        if (plan.class_labels is not None) != ("class_labels" in self.names):
+            raise ValueError("class labels: the plan and the exported model disagree on class conditioning")
+        if self.meta.get("pgdm.clip_denoised", str(plan.clip_denoised)) != str(plan.clip_denoised):
+            raise ValueError(f"this graph was exported with clip_denoised={self.meta['pgdm.clip_denoised']}, the plan has {plan.clip_denoised}")
+        fingerprint = self.meta.get("pgdm.operator", "")
+        if fingerprint and operator_fingerprint(plan.op) != fingerprint:
+            raise ValueError(f"the plan's operator ({type(plan.op).__name__}) is not the one this graph was exported with")
 
     def run_plan(self, plan: SamplingPlan) -> torch.Tensor:
         """Every step of ``plan``; returns the final samples (B, C, H, W), unclamped, float32 on the CPU."""
-        if plan.x_init.shape[0] != self.batch:
-            raise ValueError(f"this graph was exported for batch {self.batch}, the plan has {plan.x_init.shape[0]} rows")
-        fixed = {"y": plan.y, "y_pinv": plan.y_pinv, "sigma_y2": plan.sigma_y2, "class_labels": plan.class_labels}
-        fixed = {k: v.cpu().numpy() if k == "class_labels" else v.float().cpu().numpy() for k, v in fixed.items() if v is not None and k in self.names}
+        self.check_plan(plan)
         x = plan.x_init.float().cpu()
         for i in range(plan.coefs["t"].shape[0]):
-            feed = dict(fixed, x=x.numpy(), noise=gaussian_no_sync(plan.keys.cpu(), i, x.shape[1:], torch.float32).numpy())
-            feed.update({k: plan.coefs[k][i].cpu().numpy() if k == "t" else plan.coefs[k][i].float().cpu().numpy() for k in COEFFICIENTS})
-            x = torch.from_numpy(self.session.run(["x_next"], feed)[0])
+            x = torch.from_numpy(self.session.run(["x_next"], self.step_feed(plan, x, i))[0])
         return x
+
+    def step_feed(self, plan: SamplingPlan, x: torch.Tensor, i: int) -> dict:
+        """The graph's inputs for step ``i`` of ``plan`` from the current sample ``x`` (B, C, H, W) float32 CPU."""
+        feed = {"x": x.numpy(), "noise": gaussian_no_sync(plan.keys.cpu(), i, x.shape[1:], torch.float32).numpy()}
+        feed |= {k: plan.coefs[k][i].cpu().numpy() if k == "t" else plan.coefs[k][i].float().cpu().numpy() for k in COEFFICIENTS}
+        feed |= {"y": plan.y.float().cpu().numpy(), "y_pinv": plan.y_pinv.float().cpu().numpy()}
+        if "sigma_y2" in self.names:
+            sigma_y2 = plan.sigma_y2 if plan.sigma_y2 is not None else torch.zeros(x.shape[0])
+            feed["sigma_y2"] = sigma_y2.float().cpu().numpy()
+        if "class_labels" in self.names:
+            feed["class_labels"] = plan.class_labels.cpu().numpy()
+        return feed
 
     def restore(self, plan: SamplingPlan, return_std: bool = False):
         """The plan's restored images in [-1, 1] (mean over its K samples), as ``Restorer.restore`` returns them."""

@@ -10,24 +10,24 @@ import torch
 import torch.nn.functional as F
 
 from engine_helpers import float64_copy, tiny_denoiser
-from pgdm import Restorer
 from pgdm.export import OnnxStepRestorer, export_step
 from pgdm.export.onnx import _avg_pool_grad, _conv_input_grad, _nearest_upsample_grad, input_names
-from pgdm.ops import parse
-from pgdm.sampler import plan_sampling, run_pigdm
+from pgdm.ops import Inpaint, parse
+from pgdm.rng import gaussian_no_sync
+from pgdm.sampler import pigdm_step, plan_sampling, run_pigdm
 
 STEPS = 6
 aten = torch.ops.aten
 
 
-@pytest.mark.parametrize("size, stride, padding, groups", [(17, 1, 1, 1), (17, 2, 1, 1), (16, 2, 1, 2), (9, 3, 0, 1)])
-def test_conv_input_grad_is_autograd(size, stride, padding, groups):
+@pytest.mark.parametrize("size, stride, padding, dilation, groups", [(17, 1, 1, 1, 1), (17, 2, 1, 1, 1), (16, 2, 1, 1, 2), (9, 3, 0, 1, 1), (15, 2, 2, 2, 1)])
+def test_conv_input_grad_is_autograd(size, stride, padding, dilation, groups):
     x = torch.randn(2, 4, size, size, dtype=torch.float64, requires_grad=True)
     w = torch.randn(6, 4 // groups, 3, 3, dtype=torch.float64)
-    out = F.conv2d(x, w, None, stride, padding, 1, groups)
+    out = F.conv2d(x, w, None, stride, padding, dilation, groups)
     g = torch.randn_like(out)
     (want,) = torch.autograd.grad(out, x, g)
-    got, *_ = _conv_input_grad(g, x, w, None, [stride] * 2, [padding] * 2, [1, 1], False, [0, 0], groups, [True, False, False])
+    got, *_ = _conv_input_grad(g, x, w, None, [stride] * 2, [padding] * 2, [dilation] * 2, False, [0, 0], groups, [True, False, False])
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
 
@@ -41,6 +41,7 @@ def test_resampling_grads_are_autograd():
     g = torch.randn_like(down)
     (want,) = torch.autograd.grad(down, x, g)
     torch.testing.assert_close(_avg_pool_grad(g, x, [2, 2], [2, 2], [0, 0], False, True, None), want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(_avg_pool_grad(g, x, [2, 2], [], [0, 0], False, True, None), want, rtol=1e-12, atol=1e-12)  # stride=None
     with pytest.raises(NotImplementedError, match="non-overlapping"):
         _avg_pool_grad(g, x, [3, 3], [1, 1], [1, 1], False, True, None)
 
@@ -85,20 +86,43 @@ def test_restore_through_onnx_runtime_matches_pytorch(exported, case):
     rel = lambda x: float((x.double() - ref64).norm() / ref64.norm())  # noqa: E731
     err_eager = rel(run_pigdm(den, plan))
     assert rel(got) <= 4 * err_eager + 1e-6, (rel(got), err_eager)
-    restored = runner.restore(plan)  # the Restorer's output format: per-image mean in [-1, 1]
-    ref = Restorer(den, steps=STEPS).restore(y, op, **kw)
-    assert restored.shape == ref.shape and restored.abs().max() <= 1
+    # one step's x̂ output against the eager step's
+    x0 = torch.from_numpy(runner.session.run(["x0"], runner.step_feed(plan, plan.x_init, 0))[0])
+    coef = {k: v[0] for k, v in plan.coefs.items()}
+    noise = gaussian_no_sync(plan.keys, 0, plan.x_init.shape[1:], torch.float32)
+    _, want = pigdm_step(den, plan.x_init, coef, plan.y, plan.y_pinv, op, noise, sigma_y2=plan.sigma_y2, class_labels=plan.class_labels)
+    assert float((x0 - want).norm() / want.norm()) < 1e-4
 
 
-def test_bad_inputs_are_refused(exported):
+def test_plans_that_do_not_fit_the_graph_are_refused(exported):
     den, op, path = exported("sr2")
     runner = OnnxStepRestorer(path)
-    plan = plan_sampling(den, op(torch.zeros(2, 1, 16, 16)), op, steps=2, eta=1.0, start_step=None)
+    y = op(torch.zeros(3, 1, 16, 16))
+    plan = lambda op=op, y=y, **kw: plan_sampling(den, y, op, steps=2, eta=1.0, start_step=None, **kw)  # noqa: E731
+    runner.check_plan(plan())
     with pytest.raises(ValueError, match="exported for batch 3"):
-        runner.run_plan(plan)
+        runner.run_plan(plan(y=y[:2]))
+    with pytest.raises(ValueError, match="without noisy=True"):
+        runner.run_plan(plan(sigma_y=0.1))
+    with pytest.raises(ValueError, match="clip_denoised=True"):
+        runner.run_plan(plan(clip_denoised=False))
+    other = parse("sr2-bicubic", (1, 16, 16))
+    with pytest.raises(ValueError, match="not the one this graph was exported with"):
+        runner.run_plan(plan(op=other, y=other(torch.zeros(3, 1, 16, 16))))
+
+
+def test_what_cannot_be_exported_is_refused_in_one_line():
+    den, blur = tiny_denoiser(), parse("blur-uniform3", (1, 16, 16))
+    with pytest.raises(ValueError, match="cannot export the ΠGDM step for Blur to ONNX: <class") as e:
+        export_step(den, blur, "unused.onnx", 1)  # h† works on complex FFT spectra
+    assert "\n" not in str(e.value)
+    with pytest.raises(ValueError, match="linear operator"):
+        export_step(den, parse("jpeg50", (1, 16, 16)), "unused.onnx", 1, noisy=True)
+    with pytest.raises(ValueError, match="per-image parameters"):
+        export_step(den, Inpaint(torch.ones(2, 1, 16, 16)), "unused.onnx", 2)  # one mask per image
     with pytest.raises(ValueError, match="batch_size"):
-        export_step(den, op, "unused.onnx", 0)
+        export_step(den, blur, "unused.onnx", 0)
     any_size = tiny_denoiser()
     any_size.image_size = None
     with pytest.raises(ValueError, match="fixed image_size"):
-        export_step(any_size, op, "unused.onnx", 1)
+        export_step(any_size, blur, "unused.onnx", 1)

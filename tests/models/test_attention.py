@@ -1,6 +1,7 @@
 """The UNets' attention helper against softmax(q·kᵀ/√d)·v written out in float64."""
 import pytest
 import torch
+import torch.nn.functional as F
 
 from pgdm.models.layers import attention
 
@@ -17,6 +18,8 @@ def test_attention_and_its_vjp_match_float64(dtype, tol):
     cot = torch.randn(2, 4, 64, 16, generator=gen).to(dtype)
     out = attention(q, k, v)
     assert out.dtype == dtype  # low precision in, low precision out (computed in float32 on CPU)
+    upcast = F.scaled_dot_product_attention(q.float(), k.float(), v.float()).to(dtype)
+    assert torch.equal(out, upcast)  # the float32 path, not PyTorch's slow CPU half-precision kernel
     grads = torch.autograd.grad(out, (q, k, v), cot)
     ref = _reference(q, k, v)
     ref_grads = torch.autograd.grad(ref, (q, k, v), cot.double())
