@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 import pgdm
+import pgdm.engine
 from pgdm.data import load_fashion_mnist, to_model_range
 from pgdm.io import write_image
 from pgdm.metrics import psnr, ssim
@@ -43,8 +44,9 @@ def unconditional_grid(denoiser: pgdm.Denoiser, n: int, steps: int, seed: int) -
     return rows.permute(2, 0, 3, 1, 4).reshape(c, (n // cols) * s, cols * s)
 
 
-def evaluate(denoiser: pgdm.Denoiser, images: torch.Tensor, steps: int, samples: int, seed: int) -> list[dict]:
-    restorer = pgdm.Restorer(denoiser, steps=steps, eta=1.0)
+def evaluate(denoiser: pgdm.Denoiser, images: torch.Tensor, steps: int, samples: int, seed: int, engine: dict | None = None) -> list[dict]:
+    """One row per task; ``engine``: EngineConfig settings to restore with ``pgdm.engine`` instead of ``Restorer``."""
+    restorer = pgdm.engine.restorer(denoiser, steps=steps, eta=1.0, **engine) if engine else pgdm.Restorer(denoiser, steps=steps, eta=1.0)
     shape = tuple(images.shape[1:])
     rows = []
     for label, spec, sigma_y in TASKS:
@@ -90,7 +92,11 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("docs"))
     p.add_argument("--grid-samples", type=int, default=64, help="unconditional samples in the grid (0: none)")
+    p.add_argument("--backend", choices=pgdm.engine.BACKENDS, help="restore with pgdm.engine on this backend (default: pgdm.Restorer)")
+    p.add_argument("--precision", default="fp32", choices=sorted(pgdm.engine.PRECISIONS), help="engine network precision")
+    p.add_argument("--channels-last", action="store_true", help="engine: NHWC network")
     args = p.parse_args()
+    engine = dict(backend=args.backend, precision=args.precision, channels_last=args.channels_last) if args.backend else None
     denoiser = pgdm.load_model(args.model)
     test = load_fashion_mnist(split="test", size=denoiser.image_size)
     idx = torch.linspace(0, test.shape[0] - 1, args.n).round().long()
@@ -98,9 +104,9 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.grid_samples:
         write_image(unconditional_grid(denoiser, args.grid_samples, args.steps, args.seed), args.out / "samples.png")
-    rows = evaluate(denoiser, images, args.steps, args.samples, args.seed)
+    rows = evaluate(denoiser, images, args.steps, args.samples, args.seed, engine)
     table = markdown(rows, args.samples)
-    meta = {"model": args.model, "n": args.n, "steps": args.steps, "samples": args.samples, "seed": args.seed}
+    meta = {"model": args.model, "n": args.n, "steps": args.steps, "samples": args.samples, "seed": args.seed, "engine": engine}
     (args.out / "eval.json").write_text(json.dumps({"settings": meta, "results": rows}, indent=2) + "\n")
     print(table)
 
