@@ -32,9 +32,14 @@ run() {
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 # pgdm.engine / pgdm.kernels live in top-level folders (setup.py package_dir): an editable install maps them;
 # where pip cannot write, link them into the package folder of this (throw-away) copy of the tree.
-if ! $PYTHON -c 'import pgdm.engine, pgdm.kernels' 2>/dev/null; then
-    $PYTHON -m pip install -q --no-deps --no-build-isolation --no-index -e . >/dev/null 2>&1 \
-        || { for d in engine kernels export; do ln -sfn "../$d" "pgdm/$d"; done; export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}; }
+# (An old setuptools "succeeds" with a legacy egg-link that ignores package_dir: the import is checked again.)
+importable() { $PYTHON -c 'import pgdm.engine, pgdm.kernels, pgdm.export' 2>/dev/null; }
+if ! importable; then
+    $PYTHON -m pip install -q --no-deps --no-build-isolation --no-index -e . >/dev/null 2>&1
+    if ! importable; then
+        for d in engine kernels export; do ln -sfn "../$d" "pgdm/$d"; done
+        export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+    fi
 fi
 if VERSIONS=$($PYTHON -c 'import torch, triton, pgdm.engine, pgdm.kernels; print(f"torch {torch.__version__}, triton {triton.__version__}, CUDA: {torch.cuda.is_available() and torch.cuda.get_device_name()}")'); then
     SUMMARY+=("$VERSIONS")
