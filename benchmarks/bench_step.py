@@ -80,7 +80,7 @@ class _ZeroNet(nn.Module):
 
 
 class _GlobalOnly:
-    """Stand-in for FlopCounterMode's ModuleTracker: its backward hooks fail inside ``torch.autograd.grad``
+    """Stand-in for FlopCounterMode's ModuleTracker: its backward hooks fail inside the step's VJP
     on a leaf input ("A leaf node was passed to _will_engine_execute_node"), and we only need the total."""
 
     parents = {"Global"}
@@ -127,11 +127,9 @@ def network_fns(eng: E.Engine, x: torch.Tensor, t: torch.Tensor, labels: torch.T
     def forward(x, t, labels):
         return den(x, t, labels)
 
-    def fwd_vjp(x, t, labels, v, alpha):
-        with torch.enable_grad():
-            x_in = x.detach().requires_grad_(True)
-            x0 = den.predict_x0(x_in, den(x_in, t, labels), alpha)
-            return torch.autograd.grad(x0, x_in, grad_outputs=v)[0]
+    def fwd_vjp(x, t, labels, v, alpha):  # the VJP as pigdm_step takes it
+        x0, vjp_fn = torch.func.vjp(lambda x_in: den.predict_x0(x_in, den(x_in, t, labels), alpha), x)
+        return vjp_fn(v)[0]
 
     cfg, device = eng.config, eng.device
     compiled = cfg.backend == "compile" or (cfg.backend == "cudagraph" and cfg.compile)

@@ -1,12 +1,11 @@
 """``torch.compile`` of the whole ΠGDM step, guidance VJP included. The only place with dynamo/Inductor flags.
 
-How the VJP compiles: :func:`pgdm.sampler.pigdm_step` takes the input-only VJP with
-``torch.autograd.grad(x0, x_in, grad_outputs=v)``. In torch 2.13 dynamo refuses that call unless
-``torch._dynamo.config.trace_autograd_ops`` is True; with the flag it traces the forward and the
-backward into one graph (AOTAutograd partitions the fw/bw subgraphs) and ``fullgraph=True`` holds,
-so the one step function is compiled unchanged. ``torch.func.vjp`` also compiles with fullgraph but
-would need a second code path in ``pigdm_step``; we keep the single step and scope the flag to the
-engine's own calls (:func:`dynamo_flags`), never setting it globally.
+How the VJP compiles: :func:`pgdm.sampler.pigdm_step` takes the input-only VJP with ``torch.func.vjp``,
+which dynamo traces (forward and backward in one graph, AOTAutograd partitioning them) with
+``fullgraph=True`` and no special flag, on torch 2.11 and 2.13 alike. (``x.requires_grad_()`` +
+``torch.autograd.grad`` needs ``trace_autograd_ops`` on 2.13 and breaks the graph on 2.11, whose
+dynamo refuses ``requires_grad_()``: the device machines run 2.11.) Flags are scoped to the engine's
+own calls (:func:`dynamo_flags`), never set globally.
 
 Modes: ``"default"`` on CPU; on CUDA ``"max-autotune-no-cudagraphs"`` (the engine captures its own
 CUDA graph around the whole step, and the step updates its static buffers in place, which Inductor's
@@ -35,10 +34,10 @@ def default_mode(device: torch.device) -> str:
 
 @contextlib.contextmanager
 def dynamo_flags(keep_layout: bool = False) -> Iterator[None]:
-    """Settings for tracing the step: ``torch.autograd.grad`` traced into the graph, more recompiles, and with
-    ``keep_layout`` Inductor's convolution relayout switched off (otherwise its own configuration holds)."""
+    """Settings for tracing the step: more recompiles, and with ``keep_layout`` Inductor's convolution
+    relayout switched off (otherwise its own configuration holds)."""
     layout = torch._inductor.config.patch(layout_optimization=False) if keep_layout else contextlib.nullcontext()
-    with torch._dynamo.config.patch(trace_autograd_ops=True, recompile_limit=_RECOMPILE_LIMIT), layout:
+    with torch._dynamo.config.patch(recompile_limit=_RECOMPILE_LIMIT), layout:
         yield
 
 

@@ -75,9 +75,16 @@ def _avg_pool_grad(grad_output, input, kernel_size, stride, padding, ceil_mode, 
     return spread.reshape(b, c, h, w)
 
 
+def _empty_permuted(size, physical_layout, *, dtype=None, layout=None, device=None, pin_memory=None):
+    """aten.empty_permuted (torch.func's buffers): layout is irrelevant in ONNX; zeros instead of garbage."""
+    return torch.zeros(size, dtype=dtype, device=device)
+
+
 def step_decompositions() -> dict:
-    """PyTorch's core ATen decompositions plus the three backward operators the UNets need, in forward ops."""
+    """PyTorch's core ATen decompositions plus what ONNX lacks: the three backward operators the UNets need
+    (in forward ops) and torch.func's permuted empty buffers."""
     table = dict(core_aten_decompositions())
+    table[aten.empty_permuted.default] = _empty_permuted
     table[aten.convolution_backward.default] = _conv_input_grad
     table[aten.upsample_nearest2d_backward.default] = _nearest_upsample_grad
     table[aten.avg_pool2d_backward.default] = _avg_pool_grad
