@@ -36,20 +36,23 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from pgdm.denoiser import Denoiser
 from pgdm.engine.operators import is_row_independent, operator_signature
 from pgdm.operators import Inpaint, Operator
-from pgdm.rng import gaussian_no_sync
-from pgdm.sampler import SamplingPlan, pigdm_coefficients, pigdm_step, summarize_samples
+from pgdm.sampler import SamplingPlan, pigdm_coefficients, pigdm_step, step_inputs, summarize_samples
 
-__all__ = ["COEFFICIENTS", "OnnxStepRestorer", "export_step", "input_names", "step_decompositions"]
+__all__ = ["COEFFICIENTS", "OnnxStepRestorer", "UnsupportedStep", "export_step", "input_names", "step_decompositions"]
 
 aten = torch.ops.aten
 COEFFICIENTS = ("t", "alpha_t", "alpha_s", "c1", "c2", "r2")
 OUTPUTS = ("x_next", "x0")
 
 
+class UnsupportedStep(ValueError):
+    """A part of the step that the ONNX export cannot express (raised while tracing, reported by export_step)."""
+
+
 def _conv_input_grad(grad_output, input, weight, bias_sizes, stride, padding, dilation, transposed, output_padding, groups, output_mask):
     """aten.convolution_backward for the input gradient only: the transposed convolution with the same weight."""
     if transposed or list(output_mask) != [True, False, False]:
-        raise NotImplementedError(f"ONNX export differentiates w.r.t. the input of plain convolutions only (output_mask={output_mask})")
+        raise UnsupportedStep(f"ONNX export differentiates w.r.t. the input of plain convolutions only (output_mask={output_mask})")
     k = weight.shape[2:]
     extra = [input.shape[2 + i] - ((grad_output.shape[2 + i] - 1) * stride[i] - 2 * padding[i] + dilation[i] * (k[i] - 1) + 1) for i in range(len(k))]
     return aten.convolution(grad_output, weight, None, stride, padding, dilation, True, extra, groups), None, None
@@ -59,7 +62,7 @@ def _nearest_upsample_grad(grad_output, output_size, input_size, scales_h=None, 
     """aten.upsample_nearest2d_backward for integer factors: the sum over each fh×fw block."""
     b, c, h, w = input_size
     if output_size[0] % h or output_size[1] % w:
-        raise NotImplementedError(f"ONNX export supports integer nearest upsampling only ({h}x{w} → {output_size[0]}x{output_size[1]})")
+        raise UnsupportedStep(f"ONNX export supports integer nearest upsampling only ({h}x{w} → {output_size[0]}x{output_size[1]})")
     fh, fw = output_size[0] // h, output_size[1] // w
     return grad_output.reshape(b, c, h, fh, w, fw).sum((3, 5))
 
@@ -70,7 +73,7 @@ def _avg_pool_grad(grad_output, input, kernel_size, stride, padding, ceil_mode, 
     kh, kw = kernel_size
     tiles = list(stride or kernel_size) == [kh, kw] and not any(padding) and not ceil_mode and not divisor_override
     if not tiles or h % kh or w % kw:
-        raise NotImplementedError(f"ONNX export supports non-overlapping average pooling that tiles the input only (kernel {kernel_size}, stride {stride}, {h}x{w})")
+        raise UnsupportedStep(f"ONNX export supports non-overlapping average pooling that tiles the input only (kernel {kernel_size}, stride {stride}, {h}x{w})")
     spread = grad_output[:, :, :, None, :, None].expand(b, c, h // kh, kh, w // kw, kw) / (kh * kw)
     return spread.reshape(b, c, h, w)
 
@@ -178,13 +181,13 @@ def export_step(
             check = _example_inputs(den, op, batch_size, noisy, seed)
             for got, want in zip(graph(*check), step(*check)):
                 if float((got - want).norm()) > 1e-4 * float(want.norm()) + 1e-6:
-                    raise NotImplementedError("the traced step depends on input values (a Python branch or .item() in the model or operator)")
+                    raise UnsupportedStep("the traced step depends on input values (a Python branch or .item() in the model or operator)")
         example = _example_inputs(den, op, batch_size, noisy, 0)
         program = torch.onnx.export(
             _Graph(graph).eval(), tuple(example), dynamo=True, verbose=False,
             input_names=input_names(noisy, den.class_cond), output_names=list(OUTPUTS),
         )  # fmt: skip
-    except (NotImplementedError, torch.onnx.errors.OnnxExporterError) as e:
+    except (UnsupportedStep, torch.onnx.errors.OnnxExporterError) as e:
         raise ValueError(f"cannot export the ΠGDM step for {type(op).__name__} to ONNX: {_reason(e)}") from e
     meta = dict(batch=batch_size, noisy=noisy, class_cond=den.class_cond, clip_denoised=clip_denoised, operator=operator_fingerprint(op))
     program.model.metadata_props.update({f"pgdm.{k}": str(v) for k, v in meta.items()})
@@ -273,8 +276,9 @@ class OnnxStepRestorer:
 
     def step_feed(self, plan: SamplingPlan, x: torch.Tensor, i: int) -> dict:
         """The graph's inputs for step ``i`` of ``plan`` from the current sample ``x`` (B, C, H, W) float32 CPU."""
-        feed = {"x": x.numpy(), "noise": gaussian_no_sync(plan.keys.cpu(), i, x.shape[1:], torch.float32).numpy()}
-        feed |= {k: plan.coefs[k][i].cpu().numpy() if k == "t" else plan.coefs[k][i].float().cpu().numpy() for k in COEFFICIENTS}
+        coef, noise = step_inputs(plan, i, torch.float32)
+        feed = {"x": x.numpy(), "noise": noise.cpu().numpy()}
+        feed |= {k: coef[k].cpu().numpy() if k == "t" else coef[k].float().cpu().numpy() for k in COEFFICIENTS}
         feed |= {"y": plan.y.float().cpu().numpy(), "y_pinv": plan.y_pinv.float().cpu().numpy()}
         if "sigma_y2" in self.names:
             sigma_y2 = plan.sigma_y2 if plan.sigma_y2 is not None else torch.zeros(x.shape[0])

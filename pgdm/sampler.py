@@ -23,6 +23,7 @@ __all__ = [
     "guidance_vector",
     "plan_sampling",
     "run_pigdm",
+    "step_inputs",
     "summarize_samples",
     "SamplingPlan",
     "Restorer",
@@ -202,6 +203,12 @@ def plan_sampling(
     return SamplingPlan(y_k, y_pinv, op_k, keys, coefs, sigma_y2, labels_k, x_init, k, clip_denoised)
 
 
+def step_inputs(plan: SamplingPlan, i: int, dtype: torch.dtype) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Step ``i`` of a plan: its 0-d coefficients and its (rows, C, H, W) standard-normal noise in ``dtype``
+    (the counter-based draws every runner shares, so results do not depend on the runner)."""
+    return {name: v[i] for name, v in plan.coefs.items()}, gaussian_no_sync(plan.keys, i, plan.x_init.shape[1:], dtype)
+
+
 def run_pigdm(
     denoiser: Denoiser,
     plan: SamplingPlan,
@@ -209,11 +216,8 @@ def run_pigdm(
 ) -> torch.Tensor:
     """Run every step of the plan eagerly; returns the final samples (K·B, C, H, W), unclamped."""
     x = plan.x_init
-    n = plan.coefs["t"].numel()
-    shape = x.shape[1:]
-    for i in range(n):
-        coef = {name: v[i] for name, v in plan.coefs.items()}
-        noise = gaussian_no_sync(plan.keys, i, shape, x.dtype)
+    for i in range(plan.coefs["t"].numel()):
+        coef, noise = step_inputs(plan, i, x.dtype)
         x, x0 = pigdm_step(
             denoiser,
             x,

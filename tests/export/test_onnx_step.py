@@ -11,10 +11,9 @@ import torch.nn.functional as F
 
 from engine_helpers import float64_copy, tiny_denoiser
 from pgdm.export import OnnxStepRestorer, export_step
-from pgdm.export.onnx import _avg_pool_grad, _conv_input_grad, _nearest_upsample_grad, input_names
+from pgdm.export.onnx import UnsupportedStep, _avg_pool_grad, _conv_input_grad, _nearest_upsample_grad, input_names
 from pgdm.ops import Inpaint, parse
-from pgdm.rng import gaussian_no_sync
-from pgdm.sampler import pigdm_step, plan_sampling, run_pigdm
+from pgdm.sampler import pigdm_step, plan_sampling, run_pigdm, step_inputs
 
 STEPS = 6
 aten = torch.ops.aten
@@ -42,7 +41,7 @@ def test_resampling_grads_are_autograd():
     (want,) = torch.autograd.grad(down, x, g)
     torch.testing.assert_close(_avg_pool_grad(g, x, [2, 2], [2, 2], [0, 0], False, True, None), want, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(_avg_pool_grad(g, x, [2, 2], [], [0, 0], False, True, None), want, rtol=1e-12, atol=1e-12)  # stride=None
-    with pytest.raises(NotImplementedError, match="non-overlapping"):
+    with pytest.raises(UnsupportedStep, match="non-overlapping"):
         _avg_pool_grad(g, x, [3, 3], [1, 1], [1, 1], False, True, None)
 
 
@@ -88,8 +87,7 @@ def test_restore_through_onnx_runtime_matches_pytorch(exported, case):
     assert rel(got) <= 4 * err_eager + 1e-6, (rel(got), err_eager)
     # one step's x̂ output against the eager step's
     x0 = torch.from_numpy(runner.session.run(["x0"], runner.step_feed(plan, plan.x_init, 0))[0])
-    coef = {k: v[0] for k, v in plan.coefs.items()}
-    noise = gaussian_no_sync(plan.keys, 0, plan.x_init.shape[1:], torch.float32)
+    coef, noise = step_inputs(plan, 0, torch.float32)
     _, want = pigdm_step(den, plan.x_init, coef, plan.y, plan.y_pinv, op, noise, sigma_y2=plan.sigma_y2, class_labels=plan.class_labels)
     assert float((x0 - want).norm() / want.norm()) < 1e-4
 
