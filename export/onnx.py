@@ -269,23 +269,29 @@ class OnnxStepRestorer:
     def run_plan(self, plan: SamplingPlan) -> torch.Tensor:
         """Every step of ``plan``; returns the final samples (B, C, H, W), unclamped, float32 on the CPU."""
         self.check_plan(plan)
+        fixed = self.plan_inputs(plan)  # converted once, not every step
         x = plan.x_init.float().cpu()
         for i in range(plan.coefs["t"].shape[0]):
-            x = torch.from_numpy(self.session.run(["x_next"], self.step_feed(plan, x, i))[0])
+            x = torch.from_numpy(self.session.run(["x_next"], self.step_feed(plan, x, i, fixed))[0])
         return x
 
-    def step_feed(self, plan: SamplingPlan, x: torch.Tensor, i: int) -> dict:
-        """The graph's inputs for step ``i`` of ``plan`` from the current sample ``x`` (B, C, H, W) float32 CPU."""
+    def plan_inputs(self, plan: SamplingPlan) -> dict:
+        """The graph inputs that stay the same for every step of ``plan`` (y, h†(y), σ_y², labels) as NumPy arrays."""
+        fixed = {"y": plan.y.float().cpu().numpy(), "y_pinv": plan.y_pinv.float().cpu().numpy()}
+        if "sigma_y2" in self.names:
+            sigma_y2 = plan.sigma_y2 if plan.sigma_y2 is not None else torch.zeros(plan.x_init.shape[0])
+            fixed["sigma_y2"] = sigma_y2.float().cpu().numpy()
+        if "class_labels" in self.names:
+            fixed["class_labels"] = plan.class_labels.cpu().numpy()
+        return fixed
+
+    def step_feed(self, plan: SamplingPlan, x: torch.Tensor, i: int, fixed: dict | None = None) -> dict:
+        """The graph's inputs for step ``i`` of ``plan`` from the current sample ``x`` (B, C, H, W) float32 CPU;
+        ``fixed``: :meth:`plan_inputs` of the plan, when the caller already has it."""
         coef, noise = step_inputs(plan, i, torch.float32)
         feed = {"x": x.numpy(), "noise": noise.cpu().numpy()}
         feed |= {k: coef[k].cpu().numpy() if k == "t" else coef[k].float().cpu().numpy() for k in COEFFICIENTS}
-        feed |= {"y": plan.y.float().cpu().numpy(), "y_pinv": plan.y_pinv.float().cpu().numpy()}
-        if "sigma_y2" in self.names:
-            sigma_y2 = plan.sigma_y2 if plan.sigma_y2 is not None else torch.zeros(x.shape[0])
-            feed["sigma_y2"] = sigma_y2.float().cpu().numpy()
-        if "class_labels" in self.names:
-            feed["class_labels"] = plan.class_labels.cpu().numpy()
-        return feed
+        return feed | (fixed if fixed is not None else self.plan_inputs(plan))
 
     def restore(self, plan: SamplingPlan, return_std: bool = False):
         """The plan's restored images in [-1, 1] (mean over its K samples), as ``Restorer.restore`` returns them."""
