@@ -232,7 +232,7 @@ def main(argv=None) -> None:
     p.add_argument("--sigma-y", type=float, default=0.0, help="measurement noise (σ_y > 0 uses the noisy guidance)")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--net", action="store_true", help="also time forward + input-only VJP alone (one more compile/capture)")
-    p.add_argument("--compile-mode", default=None, help="torch.compile mode (default: 'default' on CPU, max-autotune-no-cudagraphs on CUDA)")
+    p.add_argument("--compile-mode", default=None, help="torch.compile mode (default: the engine's, 'default')")
     p.add_argument("--no-compile", action="store_true", help="cudagraph: capture the eager step instead of the compiled one")
     p.add_argument("--reps", type=int, default=10, help="timed calls per measurement (at least; do_bench's time budget is sized from it on CUDA)")
     p.add_argument("--restore-steps", type=int, default=20, help="steps of the whole-restore timing (0: skip)")

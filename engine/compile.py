@@ -7,10 +7,12 @@ which dynamo traces (forward and backward in one graph, AOTAutograd partitioning
 dynamo refuses ``requires_grad_()``: the device machines run 2.11.) Flags are scoped to the engine's
 own calls (:func:`dynamo_flags`), never set globally.
 
-Modes: ``"default"`` on CPU; on CUDA ``"max-autotune-no-cudagraphs"`` (the engine captures its own
-CUDA graph around the whole step, and the step updates its static buffers in place, which Inductor's
-``reduce-overhead`` cudagraph trees would skip). Shapes are specialised (``dynamic=False``): the engine
-pads batches to a few sizes, one compiled graph each.
+Mode: ``"default"`` unless the config names another. The engine captures its own CUDA graph around
+the whole step (the step updates its static buffers in place, which Inductor's ``reduce-overhead``
+cudagraph trees would skip); ``max-autotune`` modes benchmark kernel choices for every convolution of
+forward and backward, which for ADM-256 turns minutes of compilation into many more (an H200 had not
+finished even the ``default`` compile in 163 s; benchmarks/RESULTS.md). Shapes are specialised
+(``dynamic=False``): the engine pads batches to a few sizes, one compiled graph each.
 """
 from __future__ import annotations
 
@@ -21,23 +23,28 @@ from typing import Callable, Iterator
 
 import torch
 
-__all__ = ["default_mode", "dynamo_flags", "compile_step", "fresh_function"]
+__all__ = ["dynamo_flags", "compile_step", "fresh_function"]
 
 # Recompiles allowed per compiled step: one per (batch size, operator, noisy?) the engine meets.
 _RECOMPILE_LIMIT = 64
 
 
-def default_mode(device: torch.device) -> str:
-    """The ``torch.compile`` mode the engine uses on ``device`` unless the config names one."""
-    return "max-autotune-no-cudagraphs" if device.type == "cuda" else "default"
-
-
 @contextlib.contextmanager
-def dynamo_flags(keep_layout: bool = False) -> Iterator[None]:
-    """Settings for tracing the step: more recompiles, and with ``keep_layout`` Inductor's convolution
-    relayout switched off (otherwise its own configuration holds)."""
-    layout = torch._inductor.config.patch(layout_optimization=False) if keep_layout else contextlib.nullcontext()
-    with torch._dynamo.config.patch(recompile_limit=_RECOMPILE_LIMIT), layout:
+def dynamo_flags(device: torch.device, channels_last: bool = False) -> Iterator[None]:
+    """Settings for compiling the step on ``device``: more recompiles, and two Inductor patches.
+
+    * CPU without ``channels_last``: no convolution relayout (see :func:`compile_step`).
+    * CUDA: no reuse of dead buffers' storage by later buffers. The memory-efficient attention kernel
+      returns its (unused) philox seed/offset as CPU tensors while their meta functions say "device":
+      Inductor then hands that CPU storage to a later int64 scalar buffer of the step and launches a CUDA
+      kernel on it ("CUDA driver error: invalid argument"; seen on an H200, torch 2.11, float32 step at
+      batch 1, where the noise's per-image key is such a scalar). Peak memory stays the same: dead buffers
+      are still freed, and the caching allocator (or the CUDA graph's pool) reuses their memory.
+    """
+    patches = {"layout_optimization": False} if device.type == "cpu" and not channels_last else {}
+    if device.type == "cuda":
+        patches["allow_buffer_reuse"] = False
+    with torch._dynamo.config.patch(recompile_limit=_RECOMPILE_LIMIT), torch._inductor.config.patch(patches):
         yield
 
 
@@ -60,15 +67,14 @@ def compile_step(fn: Callable, device: torch.device, mode: str | None = None, *,
     On CPU, Inductor turns every convolution channels-last whenever oneDNN is available; the engine
     lets it only when ``channels_last`` is asked for: float32 NHWC convolutions and their input
     gradients are slower on CPU (compiled fp32 step 156 ms with the relayout, 131 ms without, 137–140 ms
-    eager; default model, batch 16, 2 threads; benchmarks/RESULTS.md). Elsewhere Inductor's own
-    configuration and heuristics hold.
+    eager; default model, batch 16, 2 threads; benchmarks/RESULTS.md). On CUDA, Inductor keeps its layout
+    heuristics and does not recycle buffer storage (:func:`dynamo_flags` says why).
     """
-    compiled = torch.compile(fresh_function(fn), mode=mode or default_mode(device), fullgraph=True, dynamic=False)
-    keep_layout = device.type == "cpu" and not channels_last
+    compiled = torch.compile(fresh_function(fn), mode=mode or "default", fullgraph=True, dynamic=False)
 
     @functools.wraps(fn)
     def run(*args, **kwargs):
-        with dynamo_flags(keep_layout):
+        with dynamo_flags(device, channels_last):
             return compiled(*args, **kwargs)
 
     run.compiled = compiled  # type: ignore[attr-defined]
