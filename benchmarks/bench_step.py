@@ -183,6 +183,7 @@ def bench_one(args, den: Denoiser, backend: str, precision: str, batch: int, flo
         other = None
     sync()
     compile_s = time.perf_counter() - t0
+    print(f"# {backend}/{precision}/batch {batch}: compiled/captured in {compile_s:.0f} s", flush=True)
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
