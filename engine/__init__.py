@@ -2,9 +2,10 @@
 
 ``pgdm.engine.restorer(denoiser, backend="eager" | "compile" | "cudagraph", precision=..., steps=...)``
 returns an :class:`Engine` whose ``restore`` is a drop-in for :meth:`pgdm.Restorer.restore`;
-``engine.queue()`` batches mixed requests. See ``README_engine.md``.
+``engine.queue()`` batches mixed requests. See the README's "Engine" section.
 """
 from .batching import RestoreQueue, RestoreRequest
+from .compile import StepCompileError
 from .graphs import GraphKey
 from .operators import operator_signature
 from .precision import PRECISIONS
@@ -18,6 +19,7 @@ __all__ = [
     "GraphKey",
     "RestoreQueue",
     "RestoreRequest",
+    "StepCompileError",
     "engine_step_",
     "gather_step_no_sync",
     "operator_signature",

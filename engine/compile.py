@@ -23,10 +23,14 @@ from typing import Callable, Iterator
 
 import torch
 
-__all__ = ["dynamo_flags", "compile_step", "fresh_function"]
+__all__ = ["StepCompileError", "dynamo_flags", "compile_step", "fresh_function"]
 
 # Recompiles allowed per compiled step: one per (batch size, operator, noisy?) the engine meets.
 _RECOMPILE_LIMIT = 64
+
+
+class StepCompileError(RuntimeError):
+    """``torch.compile`` could not build the step (no C++ compiler, an Inductor failure): one line saying why."""
 
 
 @contextlib.contextmanager
@@ -63,7 +67,8 @@ def fresh_function(fn: Callable) -> Callable:
 def compile_step(fn: Callable, device: torch.device, mode: str | None = None, *, channels_last: bool = False) -> Callable:
     """``torch.compile(fn, mode=…, fullgraph=True, dynamic=False)``, called under :func:`dynamo_flags`.
 
-    Compilation happens on the first call for each new input shape/operator; a graph break raises.
+    Compilation happens on the first call for each new input shape/operator; a graph break raises, and a
+    failing backend (e.g. no C++ compiler for Inductor on CPU) raises :class:`StepCompileError`.
     On CPU, Inductor turns every convolution channels-last whenever oneDNN is available; the engine
     lets it only when ``channels_last`` is asked for: float32 NHWC convolutions and their input
     gradients are slower on CPU (compiled fp32 step 156 ms with the relayout, 131 ms without, 137–140 ms
@@ -75,7 +80,11 @@ def compile_step(fn: Callable, device: torch.device, mode: str | None = None, *,
     @functools.wraps(fn)
     def run(*args, **kwargs):
         with dynamo_flags(device, channels_last):
-            return compiled(*args, **kwargs)
+            try:
+                return compiled(*args, **kwargs)
+            except torch._dynamo.exc.BackendCompilerFailed as err:
+                reason = str(err).strip().splitlines()[0]
+                raise StepCompileError(f"torch.compile could not build the step ({reason}); use backend='eager' or fix the toolchain") from err
 
     run.compiled = compiled  # type: ignore[attr-defined]
     return run

@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from pgdm.engine import StepCompileError
+
 from . import train as train_cmd
 from .io import fit_size, list_images, read_image, write_image
 from .measurements import mask_path_for, read_measurement, write_measurement
@@ -339,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, StepCompileError) as err:
         print(f"pgdm {args.command}: error: {err}", file=sys.stderr)
         return 2
 

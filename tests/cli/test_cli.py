@@ -18,9 +18,9 @@ PGDM = str(Path(sys.executable).parent / "pgdm")
 SIZE = 16
 
 
-def run(*args, check=True, path=""):
-    """`pgdm ARGS` in a bare environment (``path``: its PATH; empty unless a C++ compiler is needed)."""
-    proc = subprocess.run([PGDM, *map(str, args)], capture_output=True, text=True, timeout=300, env={"OMP_NUM_THREADS": "1", "PATH": path})
+def run(*args, check=True, path="", env=None):
+    """`pgdm ARGS` in a bare environment (``path``: its PATH; empty unless a C++ compiler is needed; ``env``: more variables)."""
+    proc = subprocess.run([PGDM, *map(str, args)], capture_output=True, text=True, timeout=300, env={"OMP_NUM_THREADS": "1", "PATH": path, **(env or {})})
     if check and proc.returncode != 0:
         raise AssertionError(f"pgdm {' '.join(map(str, args))} exited {proc.returncode}:\n{proc.stderr[-2000:]}")
     return proc
@@ -183,6 +183,17 @@ def test_bad_arguments_give_one_line_errors(model, clean, tmp_path):
     assert proc.returncode == 2 and "missing.pt" in proc.stderr
     proc = run("restore", "jpeg10", clean, "-o", tmp_path, "--model", model, "--sigma-y", "0.1", "--simulate", check=False)
     assert proc.returncode == 2 and "non-linear" in proc.stderr
+
+
+def test_compile_without_a_cxx_compiler_fails_in_one_line(model, clean, tmp_path):
+    run("degrade", "sr4", clean, "-o", tmp_path / "deg", "--gray")
+    # no PATH, so no C++ compiler, and a fresh Inductor cache, so nothing compiled earlier is reused
+    cache = {"TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}
+    args = ("restore", "sr4", tmp_path / "deg", "--model", model, "--steps", 2, "--quiet", "-o", tmp_path / "out", "--backend", "compile")
+    proc = run(*args, check=False, env=cache)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.count("\n") == 1 and "torch.compile could not build the step" in proc.stderr, proc.stderr[-2000:]
+    assert "C++ compiler" in proc.stderr and "backend='eager'" in proc.stderr
 
 
 @pytest.mark.parametrize("backend", ["eager", "compile"])
