@@ -118,8 +118,8 @@ def count_flops(config: str, batch: int, op_spec: str, sigma_y: float) -> tuple[
     return fwd.get_total_flops() / batch, step.get_total_flops() / batch
 
 
-def network_fns(eng: E.Engine, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None, with_vjp: bool):
-    """[forward] or [forward, forward + input-only VJP] of the engine's network as zero-argument callables on its backend."""
+def network_fns(eng: E.Engine, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None, with_forward: bool, with_vjp: bool) -> dict:
+    """{"forward": …, "vjp": forward + input-only VJP} (as asked) of the engine's network, zero-argument callables on its backend."""
     den = eng.denoiser
     v = torch.randn_like(x)
     alpha = torch.full((), 0.5, device=x.device)  # built outside any graph: no host copy inside a capture
@@ -135,21 +135,22 @@ def network_fns(eng: E.Engine, x: torch.Tensor, t: torch.Tensor, labels: torch.T
     compiled = cfg.backend == "compile" or (cfg.backend == "cudagraph" and cfg.compile)
     if compiled:
         forward, fwd_vjp = (compile_step(f, device, cfg.compile_mode, channels_last=cfg.channels_last) for f in (forward, fwd_vjp))
-    calls = [lambda: forward(x, t, labels), lambda: fwd_vjp(x, t, labels, v, alpha)][: 2 if with_vjp else 1]
-    out = []
-    for call in calls:
+    calls = {"forward": lambda: forward(x, t, labels), "vjp": lambda: fwd_vjp(x, t, labels, v, alpha)}
+    out = {}
+    for name, call in calls.items():
+        if not (with_forward if name == "forward" else with_vjp):
+            continue
         with torch.no_grad(), precision_context(cfg.precision, device):
             call()  # compile
             if cfg.backend == "cudagraph":
-                graph = capture_cuda_graph(call, stream=torch.cuda.Stream(device=device))
-                out.append(graph.replay)
+                out[name] = capture_cuda_graph(call, stream=torch.cuda.Stream(device=device)).replay
                 continue
 
         def run(call=call):
             with torch.no_grad(), precision_context(cfg.precision, device):
                 call()
 
-        out.append(run)
+        out[name] = run
     return out
 
 
@@ -174,7 +175,7 @@ def bench_one(args, den: Denoiser, backend: str, precision: str, batch: int, flo
     x = plan.x_init
     t = torch.full((batch,), 500, dtype=torch.int64, device=device)
     lab = plan.class_labels
-    forward, *net = network_fns(eng, x, t, lab, args.net)
+    net = network_fns(eng, x, t, lab, args.forward, args.net)
     zero = Denoiser(_ZeroNet(), den.alphas_cumprod, channels=c, image_size=s)
     try:
         other = E.Engine(zero, E.EngineConfig(backend=backend, **kw)).prepare_step(plan)
@@ -187,10 +188,11 @@ def bench_one(args, den: Denoiser, backend: str, precision: str, batch: int, flo
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    fwd_ms = time_ms(forward, device, args.reps)
+    nan = (float("nan"),) * 3
+    fwd_ms = time_ms(net["forward"], device, args.reps) if "forward" in net else nan
     step_ms = time_ms(step, device, args.reps)
-    net_ms = time_ms(net[0], device, args.reps) if net else (float("nan"),) * 3
-    other_ms = time_ms(other, device, args.reps) if other is not None else (float("nan"),) * 3
+    net_ms = time_ms(net["vjp"], device, args.reps) if "vjp" in net else nan
+    other_ms = time_ms(other, device, args.reps) if other is not None else nan
     mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     row = dict(
         config=args.config, device=args.device_name, backend=backend + ("" if backend != "cudagraph" or not args.no_compile else "(eager step)"),
@@ -233,6 +235,8 @@ def main(argv=None) -> None:
     p.add_argument("--sigma-y", type=float, default=0.0, help="measurement noise (σ_y > 0 uses the noisy guidance)")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--net", action="store_true", help="also time forward + input-only VJP alone (one more compile/capture)")
+    p.add_argument("--no-forward", dest="forward", action="store_false", help="skip timing the forward alone (saves its compile)")
+    p.add_argument("--compile-cache", default=None, help="torch.compile artifacts: loaded from this file if it exists, saved to it at the end")
     p.add_argument("--compile-mode", default=None, help="torch.compile mode (default: the engine's, 'default')")
     p.add_argument("--no-compile", action="store_true", help="cudagraph: capture the eager step instead of the compiled one")
     p.add_argument("--reps", type=int, default=10, help="timed calls per measurement (at least; do_bench's time budget is sized from it on CUDA)")
@@ -254,6 +258,10 @@ def main(argv=None) -> None:
     print(f"# bench_step: {args.config} on {args.device_name}, torch {torch.__version__}, commit {commit}, op {args.op}, σ_y {args.sigma_y}")
     print(f"# command: {' '.join(sys.argv)}")
 
+    if args.compile_cache and _exists(args.compile_cache):
+        with open(args.compile_cache, "rb") as f:
+            info = torch.compiler.load_cache_artifacts(f.read())
+        print(f"# compile cache {args.compile_cache}: {sum(map(len, info.artifacts.values())) if info else 0} artifacts loaded")
     den = build_denoiser(args.config, args.device)
     peaks = {prec: peak_tflops(args.device, prec) for prec in args.precisions}
     rows = []
@@ -273,6 +281,12 @@ def main(argv=None) -> None:
                 if args.device.type == "cuda":
                     torch.cuda.empty_cache()
                 print("| " + " | ".join(f.format(row[c]) if c in row else "–" for c, f in COLUMNS) + " |", flush=True)
+    if args.compile_cache:
+        saved = torch.compiler.save_cache_artifacts()
+        if saved is not None:
+            with open(args.compile_cache, "wb") as f:
+                f.write(saved[0])
+            print(f"# compile cache {args.compile_cache}: {len(saved[0]) / 2**20:.1f} MiB saved")
     if args.csv and rows:
         keys = list(dict.fromkeys(k for r in rows for k in r))
         new = not _exists(args.csv)

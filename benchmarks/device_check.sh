@@ -3,12 +3,15 @@
 # short summary table (also written to $OUT/summary.txt, and printed even if the script is cut short).
 # Each block has its own time limit; a failing block is reported and the script goes on.
 # Usage, from the repository root: bash benchmarks/device_check.sh   (PYTHON overrides the interpreter)
+# torch.compile artifacts of the ADM-256 steps are read from and written to .device_cache/ (git-ignored) and
+# returned as $OUT/compile_cache.tar: unpack that into .device_cache/ and carry it to the next lent machine to
+# skip most of the compile time there (same GPU model, torch and triton).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}          # the device image's python3 holds torch + triton
 OUT=${OUT:-/tmp/pgdm_device_check}
 BUDGET=470                         # seconds for the whole script
-mkdir -p "$OUT" && rm -f "$OUT"/*.txt "$OUT"/*.md "$OUT"/*.csv
+mkdir -p "$OUT" && rm -f "$OUT"/*.txt "$OUT"/*.md "$OUT"/*.csv "$OUT"/*.tar
 export PYTHONUNBUFFERED=1
 SUMMARY=()
 summary() {
@@ -60,10 +63,12 @@ SUMMARY+=("engine CUDA tests: $(tail -1 "$OUT/engine_tests.txt")")
 rm -f "$OUT/engine_bench.csv" "$OUT/engine_bench.md"
 BENCH=($PYTHON benchmarks/bench_step.py --device cuda --config adm256 --backends cudagraph --precisions bf16
        --op inpaint-center --reps 20 --no-baseline --csv "$OUT/engine_bench.csv")
-echo "== ADM-256 bf16, compiled step in a CUDA graph, batch 16 =="
-run 200 engine_bench.md "${BENCH[@]}" --batch 16 --restore-steps 0
+mkdir -p .device_cache
+echo "== ADM-256 bf16, compiled step in a CUDA graph, batch 16 (forward alone not compiled: saves its compile) =="
+run 200 engine_bench.md "${BENCH[@]}" --batch 16 --restore-steps 0 --no-forward --compile-cache .device_cache/adm256_b16.bin
 echo "== ADM-256 bf16, compiled step in a CUDA graph, batch 1 + 20-step restore =="
-run 150 engine_bench.md "${BENCH[@]}" --batch 1 --restore-steps 20 --restore-reps 3
+run 150 engine_bench.md "${BENCH[@]}" --batch 1 --restore-steps 20 --restore-reps 3 --no-forward --compile-cache .device_cache/adm256_b1.bin
+tar cf "$OUT/compile_cache.tar" -C .device_cache . 2>/dev/null && SUMMARY+=("compile cache: $(du -h "$OUT/compile_cache.tar" | cut -f1) in \$OUT/compile_cache.tar")
 echo "== ADM-256 bf16, graph of the eager step, batch 16 =="
 run 60 engine_bench.md "${BENCH[@]}" --no-compile --batch 16 --restore-steps 0
 
