@@ -55,7 +55,7 @@ fi
 
 # ---- issue 6: engine — CUDA graph around the whole step, bf16, batching --------------------------------------
 echo "== engine tests (CUDA) =="
-run 120 engine_tests.txt $PYTHON -m pytest -q -p no:cacheprovider -m cuda tests/engine
+run 150 engine_tests.txt $PYTHON -m pytest -q -p no:cacheprovider -m cuda tests/engine
 SUMMARY+=("engine CUDA tests: $(tail -1 "$OUT/engine_tests.txt")")
 
 # ADM-256 (random weights), bf16, noiseless centre inpainting. Compiled step (Inductor) in a CUDA graph at batch 16

@@ -120,6 +120,15 @@ def test_bf16_channels_last_graph(setup):
     assert eng.denoiser.net.net.input_blocks[1][0].in_layers[2].weight.dtype == torch.bfloat16
 
 
+def test_compiled_bf16_graph_at_batch_1(setup):
+    # the path the ADM-256 latency benchmark takes: Inductor-compiled bf16 step, captured, batch 1
+    den, _, images = setup
+    eng = E.restorer(den, "cudagraph", steps=STEPS, batch_sizes=(1,), precision="bf16", compile_mode="default")
+    op = SuperResolution(2)
+    err_graph, _ = _rel_err_vs_float64(den, eng, op(images[:1]), op, 8)
+    assert err_graph < BF16_REL and eng.stats["captures"] == 1 and eng.stats["graph"] == 1
+
+
 def test_queue_on_graphs_equals_unbatched_float64(setup):
     den, _, images = setup
     den64 = float64_copy(den)
