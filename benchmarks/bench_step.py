@@ -154,6 +154,40 @@ def network_fns(eng: E.Engine, x: torch.Tensor, t: torch.Tensor, labels: torch.T
     return out
 
 
+_KERNEL_KINDS = (  # (kind, substrings of lower-cased kernel names), first match wins
+    ("attention", ("flash", "fmha", "attention", "softmax")),
+    ("conv/matmul", ("conv", "gemm", "xmma", "cutlass", "wgrad", "dgrad", "mm_", "addmm", "bmm")),
+    ("layout copies", ("nchwtonhwc", "nhwctonchw", "copy", "transpose", "clone")),
+    ("norm", ("norm", "moments", "internalgradients")),
+)
+
+
+def kernel_profile(fn, device: torch.device, top: int) -> str:
+    """Device time of one call of ``fn`` by kind of kernel (attention, conv/matmul, layout copies, norm, the rest
+    being elementwise and fused code), and its ``top`` costliest kernels, as text for the benchmark's log."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    fn()
+    with profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as prof:
+        fn()
+        if cuda:
+            torch.cuda.synchronize(device)
+    events = prof.key_averages()
+    cost = (lambda e: e.self_device_time_total) if cuda else (lambda e: e.self_cpu_time_total)  # noqa: E731
+    total = sum(cost(e) for e in events) or 1.0
+    kinds: dict[str, float] = {}
+    for e in events:
+        name = e.key.lower()
+        kind = next((k for k, keys in _KERNEL_KINDS if any(w in name for w in keys)), "elementwise/fused/other")
+        kinds[kind] = kinds.get(kind, 0.0) + cost(e)
+    lines = [f"# profile of one call: {total / 1e3:.1f} ms of {'GPU' if cuda else 'CPU'} time: "
+             + ", ".join(f"{k} {100 * v / total:.0f}%" for k, v in sorted(kinds.items(), key=lambda kv: -kv[1]))]
+    for e in sorted(events, key=cost, reverse=True)[:top]:
+        lines.append(f"#   {cost(e) / 1e3:8.2f} ms  {e.count:5d}×  {e.key[:110]}")
+    return "\n".join(lines)
+
+
 def bench_one(args, den: Denoiser, backend: str, precision: str, batch: int, flops: tuple[float, float], peaks: dict) -> dict:
     device = args.device
     c, s = den.channels, den.image_size
@@ -194,6 +228,8 @@ def bench_one(args, den: Denoiser, backend: str, precision: str, batch: int, flo
     net_ms = time_ms(net["vjp"], device, args.reps) if "vjp" in net else nan
     other_ms = time_ms(other, device, args.reps) if other is not None else nan
     mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    if args.profile:
+        print(f"# {backend}/{precision}/batch {batch}, one step:\n" + kernel_profile(step, device, args.profile), flush=True)
     row = dict(
         config=args.config, device=args.device_name, backend=backend + ("" if backend != "cudagraph" or not args.no_compile else "(eager step)"),
         precision=precision + ("+cl" if args.channels_last else ""), batch=batch, op=args.op,
@@ -236,6 +272,7 @@ def main(argv=None) -> None:
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--net", action="store_true", help="also time forward + input-only VJP alone (one more compile/capture)")
     p.add_argument("--no-forward", dest="forward", action="store_false", help="skip timing the forward alone (saves its compile)")
+    p.add_argument("--profile", type=int, default=0, metavar="N", help="print one step's device time by kind of kernel and its N costliest kernels")
     p.add_argument("--compile-cache", default=None, help="torch.compile artifacts: loaded from this file if it exists, saved to it at the end")
     p.add_argument("--compile-mode", default=None, help="torch.compile mode (default: the engine's, 'default')")
     p.add_argument("--no-compile", action="store_true", help="cudagraph: capture the eager step instead of the compiled one")

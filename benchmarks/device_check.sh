@@ -65,12 +65,12 @@ BENCH=($PYTHON benchmarks/bench_step.py --device cuda --config adm256 --backends
        --op inpaint-center --reps 20 --no-baseline --csv "$OUT/engine_bench.csv")
 mkdir -p .device_cache
 echo "== ADM-256 bf16, compiled step in a CUDA graph, batch 16 (forward alone not compiled: saves its compile) =="
-run 200 engine_bench.md "${BENCH[@]}" --batch 16 --restore-steps 0 --no-forward --compile-cache .device_cache/adm256_b16.bin
+run 200 engine_bench.md "${BENCH[@]}" --batch 16 --restore-steps 0 --profile 12 --no-forward --compile-cache .device_cache/adm256_b16.bin
 echo "== ADM-256 bf16, compiled step in a CUDA graph, batch 1 + 20-step restore =="
 run 150 engine_bench.md "${BENCH[@]}" --batch 1 --restore-steps 20 --restore-reps 3 --no-forward --compile-cache .device_cache/adm256_b1.bin
 tar cf "$OUT/compile_cache.tar" -C .device_cache . 2>/dev/null && SUMMARY+=("compile cache: $(du -h "$OUT/compile_cache.tar" | cut -f1) in \$OUT/compile_cache.tar")
 echo "== ADM-256 bf16, graph of the eager step, batch 16 =="
-run 60 engine_bench.md "${BENCH[@]}" --no-compile --batch 16 --restore-steps 0
+run 60 engine_bench.md "${BENCH[@]}" --no-compile --batch 16 --restore-steps 0 --profile 12
 
 # ---- issue 3: Triton kernels (JPEG, blur filter) against their torch references, on CUDA tensors -------------
 echo "== kernel tests (CUDA) =="
