@@ -155,37 +155,50 @@ def network_fns(eng: E.Engine, x: torch.Tensor, t: torch.Tensor, labels: torch.T
 
 
 _KERNEL_KINDS = (  # (kind, substrings of lower-cased kernel names), first match wins
+    ("Inductor-generated (fused)", ("triton_",)),  # named after the aten ops they fuse: checked first
     ("attention", ("flash", "fmha", "attention", "softmax")),
+    ("layout transposes", ("nchwtonhwc", "nhwctonchw")),
     ("conv/matmul", ("conv", "gemm", "xmma", "cutlass", "wgrad", "dgrad", "mm_", "addmm", "bmm")),
-    ("layout copies", ("nchwtonhwc", "nhwctonchw", "copy", "transpose", "clone")),
-    ("norm", ("norm", "moments", "internalgradients")),
+    ("copies/casts", ("copy", "transpose", "clone")),
+    ("norm", ("group_norm", "groupnorm", "layer_norm", "moments", "internalgradients")),
 )
 
 
 def kernel_profile(fn, device: torch.device, top: int) -> str:
-    """Device time of one call of ``fn`` by kind of kernel (attention, conv/matmul, layout copies, norm, the rest
-    being elementwise and fused code), and its ``top`` costliest kernels, as text for the benchmark's log."""
+    """Device time of one call of ``fn`` by kind of kernel (``_KERNEL_KINDS``; the rest is PyTorch's elementwise
+    and other kernels), and its ``top`` costliest kernels, as text for the benchmark's log."""
     from torch.profiler import ProfilerActivity, profile
 
     cuda = device.type == "cuda"
+    sync = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)  # noqa: E731
     fn()
+    sync()
     with profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as prof:
         fn()
-        if cuda:
-            torch.cuda.synchronize(device)
-    events = prof.key_averages()
+        sync()
+    kind_of_event = torch.autograd.DeviceType.CUDA if cuda else torch.autograd.DeviceType.CPU
+    events = [e for e in prof.key_averages() if e.device_type == kind_of_event and not e.is_user_annotation]
     cost = (lambda e: e.self_device_time_total) if cuda else (lambda e: e.self_cpu_time_total)  # noqa: E731
     total = sum(cost(e) for e in events) or 1.0
     kinds: dict[str, float] = {}
     for e in events:
         name = e.key.lower()
-        kind = next((k for k, keys in _KERNEL_KINDS if any(w in name for w in keys)), "elementwise/fused/other")
+        kind = next((k for k, keys in _KERNEL_KINDS if any(w in name for w in keys)), "elementwise/other")
         kinds[kind] = kinds.get(kind, 0.0) + cost(e)
     lines = [f"# profile of one call: {total / 1e3:.1f} ms of {'GPU' if cuda else 'CPU'} time: "
              + ", ".join(f"{k} {100 * v / total:.0f}%" for k, v in sorted(kinds.items(), key=lambda kv: -kv[1]))]
     for e in sorted(events, key=cost, reverse=True)[:top]:
         lines.append(f"#   {cost(e) / 1e3:8.2f} ms  {e.count:5d}×  {e.key[:110]}")
     return "\n".join(lines)
+
+
+def save_compile_cache(path: str) -> None:
+    """Write every torch.compile artifact of this process (``torch.compiler.save_cache_artifacts``) to ``path``."""
+    saved = torch.compiler.save_cache_artifacts()
+    if saved is not None:
+        with open(path, "wb") as f:
+            f.write(saved[0])
+        print(f"# compile cache {path}: {len(saved[0]) / 2**20:.1f} MiB saved", flush=True)
 
 
 def bench_one(args, den: Denoiser, backend: str, precision: str, batch: int, flops: tuple[float, float], peaks: dict) -> dict:
@@ -219,6 +232,8 @@ def bench_one(args, den: Denoiser, backend: str, precision: str, batch: int, flo
     sync()
     compile_s = time.perf_counter() - t0
     print(f"# {backend}/{precision}/batch {batch}: compiled/captured in {compile_s:.0f} s", flush=True)
+    if args.compile_cache:  # saved now, so that a run cut short while timing still leaves it
+        save_compile_cache(args.compile_cache)
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -258,6 +273,7 @@ COLUMNS = [
     ("gflop_img_fwd", "{:.2f}"), ("gflop_img_step", "{:.2f}"), ("tflops", "{:.3f}"), ("peak_tflops", "{:.2f}"), ("mfu_pct", "{:.1f}"), ("mem_gib", "{:.2f}"),
     ("compile_s", "{:.0f}"), ("restore_s", "{:.3f}"), ("restorer_s", "{:.3f}"), ("speedup", "{:.2f}"),
 ]  # fmt: skip
+CSV_FIELDS = ["commit", "device", "op", *(c for c, _ in COLUMNS), "step_p20", "step_p80"]
 
 
 def main(argv=None) -> None:
@@ -273,7 +289,7 @@ def main(argv=None) -> None:
     p.add_argument("--net", action="store_true", help="also time forward + input-only VJP alone (one more compile/capture)")
     p.add_argument("--no-forward", dest="forward", action="store_false", help="skip timing the forward alone (saves its compile)")
     p.add_argument("--profile", type=int, default=0, metavar="N", help="print one step's device time by kind of kernel and its N costliest kernels")
-    p.add_argument("--compile-cache", default=None, help="torch.compile artifacts: loaded from this file if it exists, saved to it at the end")
+    p.add_argument("--compile-cache", default=None, help="torch.compile artifacts: loaded from this file if it exists, saved to it after each compile")
     p.add_argument("--compile-mode", default=None, help="torch.compile mode (default: the engine's, 'default')")
     p.add_argument("--no-compile", action="store_true", help="cudagraph: capture the eager step instead of the compiled one")
     p.add_argument("--reps", type=int, default=10, help="timed calls per measurement (at least; do_bench's time budget is sized from it on CUDA)")
@@ -318,17 +334,10 @@ def main(argv=None) -> None:
                 if args.device.type == "cuda":
                     torch.cuda.empty_cache()
                 print("| " + " | ".join(f.format(row[c]) if c in row else "–" for c, f in COLUMNS) + " |", flush=True)
-    if args.compile_cache:
-        saved = torch.compiler.save_cache_artifacts()
-        if saved is not None:
-            with open(args.compile_cache, "wb") as f:
-                f.write(saved[0])
-            print(f"# compile cache {args.compile_cache}: {len(saved[0]) / 2**20:.1f} MiB saved")
     if args.csv and rows:
-        keys = list(dict.fromkeys(k for r in rows for k in r))
         new = not _exists(args.csv)
-        with open(args.csv, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=["commit", *keys])
+        with open(args.csv, "a", newline="") as f:  # fixed columns: runs appending to one file stay aligned
+            w = csv.DictWriter(f, fieldnames=CSV_FIELDS, restval="")
             if new:
                 w.writeheader()
             for r in rows:

@@ -10,8 +10,9 @@ own calls (:func:`dynamo_flags`), never set globally.
 Mode: ``"default"`` unless the config names another. The engine captures its own CUDA graph around
 the whole step (the step updates its static buffers in place, which Inductor's ``reduce-overhead``
 cudagraph trees would skip); ``max-autotune`` modes benchmark kernel choices for every convolution of
-forward and backward, which for ADM-256 turns minutes of compilation into many more (an H200 had not
-finished even the ``default`` compile in 163 s; benchmarks/RESULTS.md). Shapes are specialised
+forward and backward, which for ADM-256 turns minutes of compilation into many more (on an H200 the
+benchmark of the ``default`` compile had not finished in 163 s; benchmarks/RESULTS.md), and ``max-autotune`` /
+``reduce-overhead`` add Inductor's own CUDA graphs, which clash with the engine's capture. Shapes are specialised
 (``dynamic=False``): the engine pads batches to a few sizes, one compiled graph each.
 """
 from __future__ import annotations
@@ -42,8 +43,8 @@ def dynamo_flags(device: torch.device, channels_last: bool = False) -> Iterator[
       returns its (unused) philox seed/offset as CPU tensors while their meta functions say "device":
       Inductor then hands that CPU storage to a later int64 scalar buffer of the step and launches a CUDA
       kernel on it ("CUDA driver error: invalid argument"; seen on an H200, torch 2.11, float32 step at
-      batch 1, where the noise's per-image key is such a scalar). Peak memory stays the same: dead buffers
-      are still freed, and the caching allocator (or the CUDA graph's pool) reuses their memory.
+      batch 1, where the noise's per-image key is such a scalar). Dead buffers are still freed, and the caching
+      allocator (or the CUDA graph's pool) reuses their memory: peak memory was unchanged on CPU (CUDA: unmeasured).
     """
     patches = {"layout_optimization": False} if device.type == "cpu" and not channels_last else {}
     if device.type == "cuda":
@@ -83,7 +84,9 @@ def compile_step(fn: Callable, device: torch.device, mode: str | None = None, *,
             try:
                 return compiled(*args, **kwargs)
             except torch._dynamo.exc.BackendCompilerFailed as err:
-                reason = str(err).strip().splitlines()[0]
+                inner = getattr(err, "inner_exception", None) or err
+                first = next((line.strip() for line in str(inner).splitlines() if line.strip()), "")
+                reason = first if type(inner).__name__ in first else f"{type(inner).__name__}: {first}"
                 raise StepCompileError(f"torch.compile could not build the step ({reason}); use backend='eager' or fix the toolchain") from err
 
     run.compiled = compiled  # type: ignore[attr-defined]

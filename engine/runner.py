@@ -50,7 +50,9 @@ class EngineConfig:
         batch_sizes: the batch sizes compiled/captured; ``compile`` and ``cudagraph`` pad a batch up to the
             smallest that fits. ``cudagraph`` runs larger batches and keys it cannot capture eagerly.
         compile: ``cudagraph`` only: compile the step before capturing it (False captures the eager step).
-        compile_mode: ``torch.compile`` mode; None: ``"default"`` (``max-autotune*`` modes tune every convolution: long compiles).
+        compile_mode: ``torch.compile`` mode; None: ``"default"`` (``max-autotune*`` modes tune every convolution:
+            long compiles; with ``cudagraph`` use a mode without Inductor's own CUDA graphs: ``default`` or
+            ``max-autotune-no-cudagraphs``).
         copy_model: freeze and cast a deep copy of the denoiser (True), or the caller's network in place (False).
         max_graphs: CUDA graphs kept at most; further keys run eagerly.
         warmup_iters: runs of the step on the capture stream before each capture (≥ 2: the last one runs under

@@ -48,7 +48,7 @@ def _make_restorer(args, denoiser):
         from .sampler import Restorer
 
         return Restorer(denoiser, steps=args.steps, eta=args.eta, start_step=args.start_step)
-    from pgdm.engine import restorer  # the engine builds on pgdm; imported only when asked for
+    from pgdm.engine import restorer
 
     return restorer(
         denoiser, backend=args.backend, steps=args.steps, eta=args.eta, start_step=args.start_step, channels_last=args.channels_last
