@@ -6,11 +6,13 @@
 # torch.compile artifacts of the ADM-256 steps are read from and written to .device_cache/ (git-ignored) and
 # returned as $OUT/compile_cache.tgz: unpack that into .device_cache/ and carry it to the next lent machine to
 # skip most of the compile time there (same GPU model, torch and triton).
+# BLOCKS="engine_tests adm256_b1" runs only the named blocks (adm256_b16 engine_tests adm256_b1 adm256_eager
+# kernel_tests kernel_bench), e.g. to redo one with the device minutes left; BUDGET overrides the 470 s.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}          # the device image's python3 holds torch + triton
 OUT=${OUT:-/tmp/pgdm_device_check}
-BUDGET=470                         # seconds for the whole script
+BUDGET=${BUDGET:-470}              # seconds for the whole script
 mkdir -p "$OUT" && rm -f "$OUT"/*.txt "$OUT"/*.md "$OUT"/*.csv "$OUT"/*.tgz
 export PYTHONUNBUFFERED=1
 SUMMARY=()
@@ -20,6 +22,7 @@ summary() {
 }
 trap summary EXIT
 left() { echo $((BUDGET - SECONDS)); }
+want() { [ -z "${BLOCKS:-}" ] || [[ " $BLOCKS " == *" $1 "* ]]; }
 # run LIMIT LOG CMD...: run CMD with a time limit, output appended to $OUT/LOG; a failure or time-out goes in the summary
 run() {
     local limit=$1 log=$2; shift 2
@@ -61,29 +64,33 @@ rm -f "$OUT/engine_bench.csv" "$OUT/engine_bench.md"
 BENCH=($PYTHON benchmarks/bench_step.py --device cuda --config adm256 --backends cudagraph --precisions bf16
        --op inpaint-center --reps 20 --no-baseline --csv "$OUT/engine_bench.csv")
 mkdir -p .device_cache
-echo "== ADM-256 bf16, compiled step in a CUDA graph, batch 16 (forward alone not compiled: saves its compile) =="
+want adm256_b16 && echo "== ADM-256 bf16, compiled step in a CUDA graph, batch 16 (forward alone not compiled: saves its compile) ==" &&
 run 230 engine_bench.md "${BENCH[@]}" --batch 16 --restore-steps 0 --profile 12 --no-forward --compile-cache .device_cache/adm256_b16.bin
 
-echo "== engine tests (CUDA) =="
-run 130 engine_tests.txt $PYTHON -m pytest -q -p no:cacheprovider -m cuda tests/engine
-SUMMARY+=("engine CUDA tests: $(tail -1 "$OUT/engine_tests.txt" 2>/dev/null)")
+if want engine_tests; then
+    echo "== engine tests (CUDA) =="
+    run 130 engine_tests.txt $PYTHON -m pytest -q -p no:cacheprovider -m cuda tests/engine
+    SUMMARY+=("engine CUDA tests: $(tail -1 "$OUT/engine_tests.txt" 2>/dev/null)")
+fi
 
-echo "== ADM-256 bf16, compiled step in a CUDA graph, batch 1 + 20-step restore =="
+want adm256_b1 && echo "== ADM-256 bf16, compiled step in a CUDA graph, batch 1 + 20-step restore ==" &&
 run 150 engine_bench.md "${BENCH[@]}" --batch 1 --restore-steps 20 --restore-reps 3 --no-forward --compile-cache .device_cache/adm256_b1.bin
-if tar czf "$OUT/compile_cache.tgz" -C .device_cache . 2>/dev/null; then  # files back from $OUT: 16 MiB each at most
+if [ -n "$(ls -A .device_cache)" ] && tar czf "$OUT/compile_cache.tgz" -C .device_cache . 2>/dev/null; then  # files back from $OUT: 16 MiB each at most
     SIZE=$(du -m "$OUT/compile_cache.tgz" | cut -f1)
     if [ "$SIZE" -gt 15 ]; then rm -f "$OUT/compile_cache.tgz"; SUMMARY+=("compile cache: ${SIZE} MiB compressed, too large to return")
     else SUMMARY+=("compile cache: ${SIZE} MiB in \$OUT/compile_cache.tgz"); fi
 fi
-echo "== ADM-256 bf16, graph of the eager step, batch 16 =="
+want adm256_eager && echo "== ADM-256 bf16, graph of the eager step, batch 16 ==" &&
 run 60 engine_bench.md "${BENCH[@]}" --no-compile --batch 16 --restore-steps 0 --profile 12
 
 # ---- issue 3: Triton kernels (JPEG, blur filter) against their torch references, on CUDA tensors -------------
-echo "== kernel tests (CUDA) =="
-run 100 kernels_tests.txt $PYTHON -m pytest -q -p no:cacheprovider tests/kernels
-SUMMARY+=("kernel tests: $(tail -1 "$OUT/kernels_tests.txt" 2>/dev/null)")
+if want kernel_tests; then
+    echo "== kernel tests (CUDA) =="
+    run 100 kernels_tests.txt $PYTHON -m pytest -q -p no:cacheprovider tests/kernels
+    SUMMARY+=("kernel tests: $(tail -1 "$OUT/kernels_tests.txt" 2>/dev/null)")
+fi
 
-echo "== kernel benchmarks (JPEG h†∘h, blur pinv filter) =="
+want kernel_bench && echo "== kernel benchmarks (JPEG h†∘h, blur pinv filter) ==" &&
 if run 60 ops_bench.md $PYTHON benchmarks/bench_ops.py --device cuda --csv "$OUT/ops_bench.csv"; then
     BEST=$(grep "Triton (fused, 1 launch)" "$OUT/ops_bench.md" | awk -F'|' '{gsub(/ /,"",$4); gsub(/ /,"",$10); print "b" $4 ":" $10 "%"}' | tr '\n' ' ')
     SUMMARY+=("fused JPEG round trip, % of peak HBM by batch (target >= 70): $BEST")
