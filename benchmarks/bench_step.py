@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import csv
 import gc
+import os
 import platform
 import resource
 import subprocess
@@ -313,7 +314,7 @@ def main(argv=None) -> None:
     print(f"# bench_step: {args.config} on {args.device_name}, torch {torch.__version__}, commit {commit}, op {args.op}, σ_y {args.sigma_y}")
     print(f"# command: {' '.join(sys.argv)}")
 
-    if args.compile_cache and _exists(args.compile_cache):
+    if args.compile_cache and os.path.exists(args.compile_cache):
         with open(args.compile_cache, "rb") as f:
             info = torch.compiler.load_cache_artifacts(f.read())
         print(f"# compile cache {args.compile_cache}: {sum(map(len, info.artifacts.values())) if info else 0} artifacts loaded")
@@ -337,21 +338,13 @@ def main(argv=None) -> None:
                     torch.cuda.empty_cache()
                 print("| " + " | ".join(f.format(row[c]) if c in row else "–" for c, f in COLUMNS) + " |", flush=True)
     if args.csv and rows:
-        new = not _exists(args.csv)
+        new = not os.path.exists(args.csv)
         with open(args.csv, "a", newline="") as f:  # fixed columns: runs appending to one file stay aligned
             w = csv.DictWriter(f, fieldnames=CSV_FIELDS, restval="")
             if new:
                 w.writeheader()
             for r in rows:
                 w.writerow({"commit": commit, **r})
-
-
-def _exists(path: str) -> bool:
-    try:
-        open(path).close()
-        return True
-    except OSError:
-        return False
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from pgdm.engine import StepCompileError
+from pgdm.engine import StepCompileError, restorer
 
 from . import train as train_cmd
 from .io import fit_size, list_images, read_image, write_image
@@ -48,8 +48,6 @@ def _make_restorer(args, denoiser):
         from .sampler import Restorer
 
         return Restorer(denoiser, steps=args.steps, eta=args.eta, start_step=args.start_step)
-    from pgdm.engine import restorer
-
     return restorer(
         denoiser, backend=args.backend, steps=args.steps, eta=args.eta, start_step=args.start_step, channels_last=args.channels_last
     )
