@@ -33,7 +33,7 @@ import sys
 import time
 
 import torch
-from timing import interleaved_ms, time_ms
+from timing import exclusive_device, interleaved_ms, time_ms
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -238,35 +238,36 @@ def bench_one(args, den: Denoiser, backend: str, precision: str, batch: int, flo
     if args.compile_cache:  # saved now, so that a run cut short while timing still leaves it
         save_compile_cache(args.compile_cache)
 
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    nan = (float("nan"),) * 3
-    fwd_ms = time_ms(net["forward"], device, args.reps) if "forward" in net else nan
-    step_ms = time_ms(step, device, args.reps)
-    net_ms = time_ms(net["vjp"], device, args.reps) if "vjp" in net else nan
-    other_ms = time_ms(other, device, args.reps) if other is not None else nan
-    mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    if args.profile:
-        print(f"# {backend}/{precision}/batch {batch}, one step:\n" + kernel_profile(step, device, args.profile), flush=True)
-    row = dict(
-        config=args.config, device=args.device_name, backend=backend + ("" if backend != "cudagraph" or not args.no_compile else "(eager step)"),
-        precision=precision + ("+cl" if args.channels_last else ""), batch=batch, op=args.op,
-        gflop_img_fwd=flops[0] / 1e9, fwd_ms=fwd_ms[0], step_ms=step_ms[0], step_p20=step_ms[1], step_p80=step_ms[2], ratio=step_ms[0] / fwd_ms[0],
-        net_ms=net_ms[0], other_ms=other_ms[0], other_pct=100 * other_ms[0] / step_ms[0],
-        img_s=batch / (step_ms[0] * 1e-3), gflop_img_step=flops[1] / 1e9,
-        tflops=flops[1] * batch / (step_ms[0] * 1e-3) / 1e12, peak_tflops=peaks[precision],
-        mem_gib=mem, compile_s=compile_s,
-    )  # fmt: skip
-    row["mfu_pct"] = 100 * row["tflops"] / row["peak_tflops"]
-    if args.restore_steps:  # engine and pgdm.Restorer called in turn, so load changes hit both alike
-        restorers = {"restore_s": eng} | ({"restorer_s": Restorer(den, steps=args.restore_steps)} if args.baseline else {})
-        calls = {name: (lambda r=r: r.restore(y, op, sigma_y=args.sigma_y, seed=0, class_labels=labels)) for name, r in restorers.items()}
-        for call in calls.values():
-            call()  # warm-up (the engine's step is already compiled/captured)
-        for name, ms in interleaved_ms(calls, device, args.restore_reps).items():
-            row[name] = ms / 1e3
-        if args.baseline:
-            row["speedup"] = row["restorer_s"] / row["restore_s"]
+    with exclusive_device(args.device_lock):  # compiled/captured above, outside the lock
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        nan = (float("nan"),) * 3
+        fwd_ms = time_ms(net["forward"], device, args.reps) if "forward" in net else nan
+        step_ms = time_ms(step, device, args.reps)
+        net_ms = time_ms(net["vjp"], device, args.reps) if "vjp" in net else nan
+        other_ms = time_ms(other, device, args.reps) if other is not None else nan
+        mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        if args.profile:
+            print(f"# {backend}/{precision}/batch {batch}, one step:\n" + kernel_profile(step, device, args.profile), flush=True)
+        row = dict(
+            config=args.config, device=args.device_name, backend=backend + ("" if backend != "cudagraph" or not args.no_compile else "(eager step)"),
+            precision=precision + ("+cl" if args.channels_last else ""), batch=batch, op=args.op,
+            gflop_img_fwd=flops[0] / 1e9, fwd_ms=fwd_ms[0], step_ms=step_ms[0], step_p20=step_ms[1], step_p80=step_ms[2], ratio=step_ms[0] / fwd_ms[0],
+            net_ms=net_ms[0], other_ms=other_ms[0], other_pct=100 * other_ms[0] / step_ms[0],
+            img_s=batch / (step_ms[0] * 1e-3), gflop_img_step=flops[1] / 1e9,
+            tflops=flops[1] * batch / (step_ms[0] * 1e-3) / 1e12, peak_tflops=peaks[precision],
+            mem_gib=mem, compile_s=compile_s,
+        )  # fmt: skip
+        row["mfu_pct"] = 100 * row["tflops"] / row["peak_tflops"]
+        if args.restore_steps:  # engine and pgdm.Restorer called in turn, so load changes hit both alike
+            restorers = {"restore_s": eng} | ({"restorer_s": Restorer(den, steps=args.restore_steps)} if args.baseline else {})
+            calls = {name: (lambda r=r: r.restore(y, op, sigma_y=args.sigma_y, seed=0, class_labels=labels)) for name, r in restorers.items()}
+            for call in calls.values():
+                call()  # warm-up (the engine's step is already compiled/captured)
+            for name, ms in interleaved_ms(calls, device, args.restore_reps).items():
+                row[name] = ms / 1e3
+            if args.baseline:
+                row["speedup"] = row["restorer_s"] / row["restore_s"]
     return row
 
 
@@ -300,6 +301,7 @@ def main(argv=None) -> None:
     p.add_argument("--restore-reps", type=int, default=3)
     p.add_argument("--no-baseline", dest="baseline", action="store_false", help="skip timing pgdm.Restorer")
     p.add_argument("--csv", default=None, help="append rows to this CSV file")
+    p.add_argument("--device-lock", default=None, metavar="FILE", help="time only while holding an flock on FILE (compile outside it)")
     args = p.parse_args(argv)
     args.device = torch.device(args.device)
     if args.device.type == "cuda":
@@ -319,7 +321,8 @@ def main(argv=None) -> None:
             info = torch.compiler.load_cache_artifacts(f.read())
         print(f"# compile cache {args.compile_cache}: {sum(map(len, info.artifacts.values())) if info else 0} artifacts loaded")
     den = build_denoiser(args.config, args.device)
-    peaks = {prec: peak_tflops(args.device, prec) for prec in args.precisions}
+    with exclusive_device(args.device_lock):
+        peaks = {prec: peak_tflops(args.device, prec) for prec in args.precisions}
     rows = []
     print("| " + " | ".join(c for c, _ in COLUMNS) + " |")
     print("|" + "---|" * len(COLUMNS))

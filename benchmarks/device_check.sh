@@ -3,11 +3,17 @@
 # short summary table (also written to $OUT/summary.txt, and printed even if the script is cut short).
 # Each block has its own time limit; a failing block is reported and the script goes on.
 # Usage, from the repository root: bash benchmarks/device_check.sh   (PYTHON overrides the interpreter)
+#
+# The compiled ADM-256 steps take minutes of CPU to compile (the first H200 run ran out of time compiling), so they
+# start first, in the background, while the tests and the short benchmarks use the GPU. Nothing is timed while
+# anything else runs on the GPU: foreground blocks hold $OUT/gpu.lock (flock) and the background benchmarks take
+# the same lock for their timed sections only (bench_step.py --device-lock). Their compile work on the CPU still
+# overlaps the foreground's GPU timings (Inductor benchmarks a few kernel configs on the GPU while compiling).
 # torch.compile artifacts of the ADM-256 steps are read from and written to .device_cache/ (git-ignored) and
 # returned as $OUT/compile_cache.tgz: unpack that into .device_cache/ and carry it to the next lent machine to
 # skip most of the compile time there (same GPU model, torch and triton).
-# BLOCKS="engine_tests adm256_b1" runs only the named blocks (adm256_b16 engine_tests adm256_b1 adm256_eager
-# kernel_tests kernel_bench), e.g. to redo one with the device minutes left; BUDGET overrides the 470 s.
+# BLOCKS="engine_tests adm256_b1" runs only the named blocks (adm256_b16 adm256_b1 engine_tests kernel_tests
+# adm256_eager kernel_bench), e.g. to redo one with the device minutes left; BUDGET overrides the 470 s.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}          # the device image's python3 holds torch + triton
@@ -15,24 +21,44 @@ OUT=${OUT:-/tmp/pgdm_device_check}
 BUDGET=${BUDGET:-470}              # seconds for the whole script
 mkdir -p "$OUT" && rm -f "$OUT"/*.txt "$OUT"/*.md "$OUT"/*.csv "$OUT"/*.tgz
 export PYTHONUNBUFFERED=1
-SUMMARY=()
+LOCK="$OUT/gpu.lock"
+SUMFILE="$OUT/summary_lines.txt"    # appended to by foreground and background blocks alike
+: > "$SUMFILE"
+: > "$LOCK"
+note() { echo "$*" >> "$SUMFILE"; }
 summary() {
     { echo; echo "==================== device check summary (${SECONDS}s) ===================="
-      for line in "${SUMMARY[@]}"; do echo "  $line"; done; } | tee "$OUT/summary.txt"
+      sed 's/^/  /' "$SUMFILE"; } | tee "$OUT/summary.txt"
 }
 trap summary EXIT
 left() { echo $((BUDGET - SECONDS)); }
 want() { [ -z "${BLOCKS:-}" ] || [[ " $BLOCKS " == *" $1 "* ]]; }
-# run LIMIT LOG CMD...: run CMD with a time limit, output appended to $OUT/LOG; a failure or time-out goes in the summary
+if command -v flock >/dev/null; then LOCKED=(flock "$LOCK"); else LOCKED=(); note "no flock command: foreground blocks may overlap background timings"; fi
+# cap LIMIT: LIMIT, or less so that the script stays inside BUDGET; fails (nothing printed) under 10 s
+cap() { local lim=$1; [ "$lim" -gt "$(left)" ] && lim=$(left); [ "$lim" -ge 10 ] && echo "$lim"; }
+# report LOG RC LIMIT CMD...: a failure or time-out of CMD goes in the summary
+report() {
+    local log=$1 rc=$2 lim=$3; shift 3
+    if [ "$rc" -eq 124 ]; then note "$log: TIMED OUT after ${lim}s ($*)"
+    elif [ "$rc" -ne 0 ]; then note "$log: FAILED, exit $rc: $(grep -E 'Error|error' "$OUT/$log" | tail -1)"; fi
+}
+# run LIMIT LOG CMD...: CMD in the foreground, holding the GPU lock, with a time limit; output appended to $OUT/LOG
 run() {
-    local limit=$1 log=$2; shift 2
-    [ "$limit" -gt "$(left)" ] && limit=$(left)   # the whole script stays inside BUDGET
-    [ "$limit" -lt 10 ] && { SUMMARY+=("$log: skipped, ${SECONDS}s used of ${BUDGET}"); return 1; }
-    timeout "$limit" "$@" 2>&1 | tee -a "$OUT/$log" | grep -v '^ '
+    local lim log=$2
+    lim=$(cap "$1") || { note "$log: skipped, ${SECONDS}s used of ${BUDGET}"; return 1; }
+    shift 2
+    timeout "$lim" "${LOCKED[@]}" "$@" 2>&1 | tee -a "$OUT/$log" | grep -v '^ '
     local rc=${PIPESTATUS[0]}
-    if [ "$rc" -eq 124 ]; then SUMMARY+=("$log: TIMED OUT after ${limit}s ($*)")
-    elif [ "$rc" -ne 0 ]; then SUMMARY+=("$log: FAILED, exit $rc: $(grep -E 'Error|error' "$OUT/$log" | tail -1)"); fi
+    report "$log" "$rc" "$lim" "$@"
     return "$rc"
+}
+# spawn LIMIT LOG CMD...: CMD in the background with a time limit, output to $OUT/LOG only; `wait` collects it
+spawn() {
+    local lim log=$2
+    lim=$(cap "$1") || { note "$log: skipped, ${SECONDS}s used of ${BUDGET}"; return 1; }
+    shift 2
+    echo "   (in the background, ${lim} s at most, output in $OUT/$log)"
+    ( timeout "$lim" "$@" >> "$OUT/$log" 2>&1; report "$log" $? "$lim" "$@" ) &
 }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
@@ -47,69 +73,66 @@ if ! importable; then
         export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
     fi
 fi
-if VERSIONS=$($PYTHON -c 'import torch, triton, pgdm.engine, pgdm.kernels; print(f"torch {torch.__version__}, triton {triton.__version__}, CUDA: {torch.cuda.is_available() and torch.cuda.get_device_name()}")'); then
-    SUMMARY+=("$VERSIONS")
-else
-    SUMMARY+=("pgdm does not import: every block below will fail")
-fi
-
-# Order: what has not been measured yet first (the first run, an H200 on 2026-11-28, ran out of its 470 s while
-# compiling the ADM-256 step, its last block); every block is skipped once the budget is spent.
+$PYTHON -c 'import torch, triton, pgdm.engine, pgdm.kernels; print(f"torch {torch.__version__}, triton {triton.__version__}, CUDA: {torch.cuda.is_available() and torch.cuda.get_device_name()}")' >> "$SUMFILE" 2>/dev/null ||
+    note "pgdm does not import: every block below will fail"
 
 # ---- issue 6: engine — CUDA graph around the whole step, bf16, batching --------------------------------------
-# ADM-256 (random weights), bf16, noiseless centre inpainting. Compiled step (Inductor) in a CUDA graph at batch 16
-# (throughput, the MFU target; its compile time is the unknown, so it goes first and may take 230 s), the engine's
-# CUDA tests, the compiled step at batch 1 with 20-step restores (latency), then the captured eager step.
-rm -f "$OUT/engine_bench.csv" "$OUT/engine_bench.md"
+# ADM-256 (random weights), bf16, noiseless centre inpainting. In the background: the compiled step (Inductor) in a
+# CUDA graph at batch 16 (throughput, the MFU target) and at batch 1 with 20-step restores (latency). Then, in the
+# foreground: the engine's and the kernels' CUDA tests, the captured eager step at batch 16, the kernel benchmarks.
 BENCH=($PYTHON benchmarks/bench_step.py --device cuda --config adm256 --backends cudagraph --precisions bf16
-       --op inpaint-center --reps 20 --no-baseline --csv "$OUT/engine_bench.csv")
+       --op inpaint-center --reps 20 --no-baseline --device-lock "$LOCK")
 mkdir -p .device_cache
-want adm256_b16 && echo "== ADM-256 bf16, compiled step in a CUDA graph, batch 16 (forward alone not compiled: saves its compile) ==" &&
-run 230 engine_bench.md "${BENCH[@]}" --batch 16 --restore-steps 0 --profile 12 --no-forward --compile-cache .device_cache/adm256_b16.bin
+want adm256_b16 && echo "== ADM-256 bf16, compiled step in a CUDA graph, batch 16 (the forward alone not compiled: saves its compile) ==" &&
+spawn $((BUDGET - 15)) engine_b16.md "${BENCH[@]}" --csv "$OUT/engine_b16.csv" --batch 16 --restore-steps 0 --profile 12 \
+    --no-forward --compile-cache .device_cache/adm256_b16.bin
+want adm256_b1 && echo "== ADM-256 bf16, compiled step in a CUDA graph, batch 1 + 20-step restores ==" &&
+spawn $((BUDGET - 15)) engine_b1.md "${BENCH[@]}" --csv "$OUT/engine_b1.csv" --batch 1 --restore-steps 20 --restore-reps 3 \
+    --no-forward --compile-cache .device_cache/adm256_b1.bin
 
 if want engine_tests; then
     echo "== engine tests (CUDA) =="
-    run 130 engine_tests.txt $PYTHON -m pytest -q -p no:cacheprovider -m cuda tests/engine
-    SUMMARY+=("engine CUDA tests: $(tail -1 "$OUT/engine_tests.txt" 2>/dev/null)")
+    run 150 engine_tests.txt $PYTHON -m pytest -q -p no:cacheprovider -m cuda tests/engine
+    note "engine CUDA tests: $(tail -1 "$OUT/engine_tests.txt" 2>/dev/null)"
 fi
-
-want adm256_b1 && echo "== ADM-256 bf16, compiled step in a CUDA graph, batch 1 + 20-step restore ==" &&
-run 150 engine_bench.md "${BENCH[@]}" --batch 1 --restore-steps 20 --restore-reps 3 --no-forward --compile-cache .device_cache/adm256_b1.bin
-if [ -n "$(ls -A .device_cache)" ] && tar czf "$OUT/compile_cache.tgz" -C .device_cache . 2>/dev/null; then  # files back from $OUT: 16 MiB each at most
-    SIZE=$(du -m "$OUT/compile_cache.tgz" | cut -f1)
-    if [ "$SIZE" -gt 15 ]; then rm -f "$OUT/compile_cache.tgz"; SUMMARY+=("compile cache: ${SIZE} MiB compressed, too large to return")
-    else SUMMARY+=("compile cache: ${SIZE} MiB in \$OUT/compile_cache.tgz"); fi
-fi
-want adm256_eager && echo "== ADM-256 bf16, graph of the eager step, batch 16 ==" &&
-run 60 engine_bench.md "${BENCH[@]}" --no-compile --batch 16 --restore-steps 0 --profile 12
 
 # ---- issue 3: Triton kernels (JPEG, blur filter) against their torch references, on CUDA tensors -------------
 if want kernel_tests; then
     echo "== kernel tests (CUDA) =="
     run 100 kernels_tests.txt $PYTHON -m pytest -q -p no:cacheprovider tests/kernels
-    SUMMARY+=("kernel tests: $(tail -1 "$OUT/kernels_tests.txt" 2>/dev/null)")
+    note "kernel tests: $(tail -1 "$OUT/kernels_tests.txt" 2>/dev/null)"
 fi
+
+want adm256_eager && echo "== ADM-256 bf16, graph of the eager step, batch 16 ==" &&
+run 60 engine_eager.md "${BENCH[@]}" --csv "$OUT/engine_eager.csv" --no-compile --batch 16 --restore-steps 0 --profile 12
 
 want kernel_bench && echo "== kernel benchmarks (JPEG h†∘h, blur pinv filter) ==" &&
 if run 60 ops_bench.md $PYTHON benchmarks/bench_ops.py --device cuda --csv "$OUT/ops_bench.csv"; then
     BEST=$(grep "Triton (fused, 1 launch)" "$OUT/ops_bench.md" | awk -F'|' '{gsub(/ /,"",$4); gsub(/ /,"",$10); print "b" $4 ":" $10 "%"}' | tr '\n' ' ')
-    SUMMARY+=("fused JPEG round trip, % of peak HBM by batch (target >= 70): $BEST")
+    note "fused JPEG round trip, % of peak HBM by batch (target >= 70): $BEST"
 fi
 
-while IFS= read -r line; do SUMMARY+=("$line"); done < <(grep -h "| FAILED" "$OUT/engine_bench.md" 2>/dev/null)
-if [ -s "$OUT/engine_bench.csv" ]; then
-    while IFS= read -r line; do SUMMARY+=("$line"); done < <($PYTHON - "$OUT/engine_bench.csv" <<'PYEOF'
-import csv, sys
-for r in csv.DictReader(open(sys.argv[1])):
-    f = lambda k: float(r[k]) if r.get(k) not in (None, "") else float("nan")  # noqa: E731
-    b = int(r["batch"])
-    ratio = f" = {f('ratio'):.2f}x fwd" if f("ratio") == f("ratio") else ""  # nan when the forward was skipped
-    line = (f"{r['config']} {r['backend']} {r['precision']} b{b}: step {f('step_ms'):.1f} ms{ratio}, "
-            f"{f('img_s'):.1f} img/s, {f('tflops'):.0f} TFLOP/s, MFU {f('mfu_pct'):.0f}% (target >=50 at b16), "
-            f"non-network {f('other_pct'):.1f}% (target <=3), mem {f('mem_gib'):.1f} GiB, compile+capture {f('compile_s'):.0f} s")
-    if r.get("restore_s"):
-        line += f", 20-step restore {f('restore_s'):.3f} s (target <=0.3 at b1)"
-    print(line)
-PYEOF
-)
+echo "== waiting for the background blocks (${SECONDS}s used of ${BUDGET}) =="
+wait
+if [ -n "$(ls -A .device_cache)" ] && tar czf "$OUT/compile_cache.tgz" -C .device_cache . 2>/dev/null; then  # files back from $OUT: 16 MiB each at most
+    SIZE=$(du -m "$OUT/compile_cache.tgz" | cut -f1)
+    if [ "$SIZE" -gt 15 ]; then rm -f "$OUT/compile_cache.tgz"; note "compile cache: ${SIZE} MiB compressed, too large to return"
+    else note "compile cache: ${SIZE} MiB in \$OUT/compile_cache.tgz"; fi
 fi
+grep -h "compiled/captured in\|^# profile" "$OUT"/engine_*.md 2>/dev/null | while IFS= read -r line; do note "$line"; done
+grep -h "| FAILED" "$OUT"/engine_*.md 2>/dev/null | while IFS= read -r line; do note "$line"; done
+CSVS=$(ls "$OUT"/engine_*.csv 2>/dev/null)
+[ -n "$CSVS" ] && $PYTHON - $CSVS >> "$SUMFILE" <<'PYEOF'
+import csv, sys
+for path in sys.argv[1:]:
+    for r in csv.DictReader(open(path)):
+        f = lambda k: float(r[k]) if r.get(k) not in (None, "") else float("nan")  # noqa: E731
+        b = int(r["batch"])
+        ratio = f" = {f('ratio'):.2f}x fwd" if f("ratio") == f("ratio") else ""  # nan when the forward was skipped
+        line = (f"{r['config']} {r['backend']} {r['precision']} b{b}: step {f('step_ms'):.1f} ms{ratio}, "
+                f"{f('img_s'):.1f} img/s, {f('tflops'):.0f} TFLOP/s, MFU {f('mfu_pct'):.0f}% (target >=50 at b16), "
+                f"non-network {f('other_pct'):.1f}% (target <=3), mem {f('mem_gib'):.1f} GiB, compile+capture {f('compile_s'):.0f} s")
+        if r.get("restore_s"):
+            line += f", 20-step restore {f('restore_s'):.3f} s (target <=0.3 at b1)"
+        print(line)
+PYEOF

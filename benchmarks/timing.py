@@ -1,9 +1,11 @@
 """The one timer of the benchmarks: ``triton.testing.do_bench`` on CUDA, ``time.perf_counter`` elsewhere."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import statistics
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
@@ -52,3 +54,22 @@ def interleaved_ms(fns: dict[str, Callable[[], object]], device: torch.device | 
             sync()
             samples[name].append((time.perf_counter() - start) * 1e3)
     return {name: statistics.median(v) for name, v in samples.items()}
+
+
+@contextlib.contextmanager
+def exclusive_device(lock_path: str | None) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock_path`` (None: no lock) while timing.
+
+    device_check.sh compiles the slow steps in background processes while other blocks use the GPU; each
+    process times only while it holds the lock (the script's foreground blocks take the same lock with
+    ``flock``), so no two measurements share the device.
+    """
+    if lock_path is None:
+        yield
+        return
+    with open(lock_path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
+import traceback
 import types
 from typing import Callable, Iterator
 
 import torch
 
-__all__ = ["StepCompileError", "dynamo_flags", "compile_step", "fresh_function"]
+__all__ = ["StepCompileError", "dynamo_flags", "compile_step", "failure_reason", "fresh_function"]
 
 # Recompiles allowed per compiled step: one per (batch size, operator, noisy?) the engine meets.
 _RECOMPILE_LIMIT = 64
@@ -65,6 +67,17 @@ def fresh_function(fn: Callable) -> Callable:
     return functools.update_wrapper(new, fn)
 
 
+def failure_reason(err: BaseException) -> str:
+    """One line naming ``err``: its type and first non-blank message line, or, for a bare internal assertion
+    (Inductor raises ``AssertionError()`` with no message), the file and line that raised it."""
+    name = type(err).__name__
+    first = next((line.strip() for line in str(err).splitlines() if line.strip()), "")
+    if first:
+        return first if name in first else f"{name}: {first}"
+    frames = traceback.extract_tb(err.__traceback__)
+    return f"{name} at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno}" if frames else name
+
+
 def compile_step(fn: Callable, device: torch.device, mode: str | None = None, *, channels_last: bool = False) -> Callable:
     """``torch.compile(fn, mode=…, fullgraph=True, dynamic=False)``, called under :func:`dynamo_flags`.
 
@@ -84,9 +97,7 @@ def compile_step(fn: Callable, device: torch.device, mode: str | None = None, *,
             try:
                 return compiled(*args, **kwargs)
             except torch._dynamo.exc.BackendCompilerFailed as err:
-                inner = getattr(err, "inner_exception", None) or err
-                first = next((line.strip() for line in str(inner).splitlines() if line.strip()), "")
-                reason = first if type(inner).__name__ in first else f"{type(inner).__name__}: {first}"
+                reason = failure_reason(getattr(err, "inner_exception", None) or err)
                 raise StepCompileError(f"torch.compile could not build the step ({reason}); use backend='eager' or fix the toolchain") from err
 
     run.compiled = compiled  # type: ignore[attr-defined]

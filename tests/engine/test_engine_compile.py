@@ -105,3 +105,15 @@ def test_warmup_compiles_ahead_without_sampling(setup):
     seconds = eng.warmup(SuperResolution(2), (1, 16, 16), [3])  # pads to 4: nothing new to compile
     assert seconds >= 0 and _unique_graphs() == graphs and eng.stats["compiled"] == runs
     assert E.restorer(den, steps=STEPS).warmup(SuperResolution(2), (1, 16, 16)) == 0.0  # eager: nothing to warm
+
+
+def test_failure_reason_is_one_line_even_for_a_bare_assertion():
+    def inductor_like():
+        raise AssertionError()  # what Inductor's message-less internal asserts raise
+
+    with pytest.raises(AssertionError) as bare:
+        inductor_like()
+    reason = E.compile.failure_reason(bare.value)
+    assert reason.startswith("AssertionError at test_engine_compile.py:") and "\n" not in reason
+    assert E.compile.failure_reason(RuntimeError("no C++ compiler\ndetails")) == "RuntimeError: no C++ compiler"
+    assert E.compile.failure_reason(RuntimeError("RuntimeError: twice")) == "RuntimeError: twice"
