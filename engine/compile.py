@@ -1,8 +1,9 @@
 """``torch.compile`` of the whole ΠGDM step, guidance VJP included. The only place with dynamo/Inductor flags.
 
-How the VJP compiles: :func:`pgdm.sampler.pigdm_step` takes the input-only VJP with ``torch.func.vjp``,
-which dynamo traces (forward and backward in one graph, AOTAutograd partitioning them) with
-``fullgraph=True`` and no special flag, on torch 2.11 and 2.13 alike. (``x.requires_grad_()`` +
+How the VJP compiles: under dynamo, :func:`pgdm.sampler.input_vjp` (the input-only VJP of
+:func:`pgdm.sampler.pigdm_step`) takes it with ``torch.func.vjp``, which dynamo traces (forward and
+backward in one graph, AOTAutograd partitioning them) with ``fullgraph=True`` and no special flag, on
+torch 2.11 and 2.13 alike; eager runs take it with ``torch.autograd.grad``. (``x.requires_grad_()`` +
 ``torch.autograd.grad`` needs ``trace_autograd_ops`` on 2.13 and breaks the graph on 2.11, whose
 dynamo refuses ``requires_grad_()``: the device machines run 2.11.) Flags are scoped to the engine's
 own calls (:func:`dynamo_flags`), never set globally.

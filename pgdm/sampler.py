@@ -73,6 +73,26 @@ def guidance_vector(
     return torch.where((sigma_y2 > 0).view(-1, *([1] * (noisy.ndim - 1))), noisy, noiseless)
 
 
+def input_vjp(
+    f: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], x: torch.Tensor
+) -> tuple[torch.Tensor, Callable[[torch.Tensor], tuple[torch.Tensor]], torch.Tensor]:
+    """(out, vjp_fn, aux) for ``out, aux = f(x)``: ``vjp_fn(v)`` is ``((∂out/∂x)ᵀ v,)``, x the only input differentiated.
+
+    Eager (and under ``make_fx``): ``torch.autograd.grad`` w.r.t. a detached copy of x, under ``enable_grad``, so it works
+    inside ``no_grad`` and computes no weight gradients even for trainable weights. Under dynamo: ``torch.func.vjp``,
+    which compiles with ``fullgraph`` on every torch the engine supports (torch 2.11's dynamo refuses ``requires_grad_()``).
+    Eager ``torch.func.vjp`` is slower: its dispatch layers cost 8 % under ``no_grad``, and with grad mode on it runs
+    GroupNorm's and SiLU's backward as decomposed elementwise ops (+35 %) (default model, batch 16, CPU;
+    benchmarks/RESULTS.md).
+    """
+    if torch.compiler.is_dynamo_compiling():
+        return torch.func.vjp(f, x, has_aux=True)
+    with torch.enable_grad():
+        x_in = x.detach().requires_grad_()
+        out, aux = f(x_in)
+    return out.detach(), lambda v: torch.autograd.grad(out, x_in, v), aux.detach()
+
+
 def pigdm_step(
     denoiser: Denoiser,
     x: torch.Tensor,
@@ -90,7 +110,7 @@ def pigdm_step(
 
     x̂_t = (x − √(1−ᾱ_t) ε_θ)/√ᾱ_t; g = (vᵀ ∂x̂_t/∂x)ᵀ with v from :func:`guidance_vector`;
     x_s = √ᾱ_s x̂_t + c1 ε + c2 ε_θ + √ᾱ_t g (Eq. 10–11 with the VP scaling of App. A.1).
-    The vector–Jacobian product runs through the network only (``torch.func.vjp`` w.r.t. x).
+    The vector–Jacobian product runs through the network only, w.r.t. x (:func:`input_vjp`).
 
     Args:
         x: (B, C, H, W) current sample.
@@ -112,9 +132,7 @@ def pigdm_step(
         eps = denoiser(x_in, t, class_labels)
         return denoiser.predict_x0(x_in, eps, alpha_t), eps
 
-    # torch.func.vjp differentiates w.r.t. x only (whatever the weights' requires_grad, and under no_grad);
-    # unlike x.requires_grad_() + autograd.grad it compiles with fullgraph on every torch the engine supports.
-    x0, vjp_fn, eps = torch.func.vjp(denoise, x, has_aux=True)
+    x0, vjp_fn, eps = input_vjp(denoise, x)
     x0_used = x0.clamp(-1, 1) if clip_denoised else x0
     v = guidance_vector(op, y, y_pinv, x0_used, coef["r2"], sigma_y2)
     (g,) = vjp_fn(v.to(x0.dtype))
