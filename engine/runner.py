@@ -28,7 +28,7 @@ from .batching import RestoreQueue, pad_plan
 from .compile import compile_step
 from .graphs import GraphDispatcher, GraphEntry, GraphKey, StaticBuffers, StepNotCapturable, capture_cuda_graph
 from .operators import is_row_independent, load_rows_, operator_signature, slice_operator, static_operator, warm_operator_
-from .precision import PRECISIONS, precision_context, prepare_denoiser
+from .precision import PRECISIONS, bf16_emulated_on_cpu, precision_context, prepare_denoiser
 
 __all__ = ["BACKENDS", "EngineConfig", "Engine", "restorer", "engine_step_", "gather_step_no_sync"]
 
@@ -158,6 +158,8 @@ class Engine:
         self.device = _device_of(denoiser)
         if config.backend == "cudagraph" and self.device.type != "cuda":
             raise ValueError(f"backend 'cudagraph' needs the model on a CUDA device, got {self.device}; use 'compile' or 'eager'")
+        if self.device.type == "cpu" and config.precision == "bf16" and bf16_emulated_on_cpu():
+            warnings.warn("pgdm.engine: precision 'bf16' on a CPU without AVX512-BF16 or AMX runs slower than 'fp32' here", RuntimeWarning, stacklevel=2)
         self.denoiser = prepare_denoiser(denoiser, config.precision, channels_last=config.channels_last, copy_model=config.copy_model)
         compiled = config.backend == "compile" or (config.backend == "cudagraph" and config.compile)
         self._step: Callable = (

@@ -7,6 +7,7 @@ Tolerances (the tiny random-weight ADM UNet, 16×16, 4 steps from t = 999):
   weights amplify any rounding at t ≈ 999 (x̂ divides by √ᾱ ≈ 0.006) into a few saturated pixels.
 """
 import gc
+import warnings
 
 import pytest
 import torch
@@ -181,3 +182,15 @@ def test_clip_denoised_reaches_the_step_and_the_queue(den, images):
     for i in range(3):  # three requests merged into one batch: concat_plans must keep the setting
         q.submit(y[i : i + 1], op, seed=i + 1)
     assert torch.equal(torch.cat(q.run()), literal)
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_on_a_cpu_without_native_bf16_warns(monkeypatch, native):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        E.restorer(tiny_denoiser(), "eager", precision="bf16", steps=2)
+        E.restorer(tiny_denoiser(), "eager", precision="fp32", steps=2)
+    slow = [w for w in caught if "slower than 'fp32'" in str(w.message)]
+    assert len(slow) == (0 if native else 1) and all(w.category is RuntimeWarning for w in slow)
