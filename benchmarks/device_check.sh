@@ -5,10 +5,11 @@
 # Usage, from the repository root: bash benchmarks/device_check.sh   (PYTHON overrides the interpreter)
 #
 # The compiled ADM-256 steps take minutes of CPU to compile (the first H200 run ran out of time compiling), so they
-# start first, in the background, while the tests and the short benchmarks use the GPU. Nothing is timed while
-# anything else runs on the GPU: foreground blocks hold $OUT/gpu.lock (flock) and the background benchmarks take
-# the same lock for their timed sections only (bench_step.py --device-lock). Their compile work on the CPU still
-# overlaps the foreground's GPU timings (Inductor benchmarks a few kernel configs on the GPU while compiling).
+# start first, in the background, while the tests and the short benchmarks use the GPU. No two timed sections
+# overlap: foreground blocks hold $OUT/gpu.lock (flock) and the background benchmarks take the same lock for their
+# timed sections only (bench_step.py --device-lock). Outside the lock the background processes still load the CPU
+# and briefly the GPU (Inductor tries kernel configs, graph capture warm-ups), which may perturb the foreground's
+# short timings (eager ADM-256 step, kernel benchmarks). A foreground block's time limit includes its wait for the lock.
 # torch.compile artifacts of the ADM-256 steps are read from and written to .device_cache/ (git-ignored) and
 # returned as $OUT/compile_cache.tgz: unpack that into .device_cache/ and carry it to the next lent machine to
 # skip most of the compile time there (same GPU model, torch and triton).
@@ -23,10 +24,13 @@ mkdir -p "$OUT" && rm -f "$OUT"/*.txt "$OUT"/*.md "$OUT"/*.csv "$OUT"/*.tgz
 export PYTHONUNBUFFERED=1
 LOCK="$OUT/gpu.lock"
 SUMFILE="$OUT/summary_lines.txt"    # appended to by foreground and background blocks alike
+PIDS="$OUT/background.pids"         # process groups of the background blocks (timeout leads its own group)
 : > "$SUMFILE"
 : > "$LOCK"
+: > "$PIDS"
 note() { echo "$*" >> "$SUMFILE"; }
 summary() {
+    while read -r pid; do kill -TERM -- "-$pid" 2>/dev/null; done < "$PIDS"   # none outlives the script
     { echo; echo "==================== device check summary (${SECONDS}s) ===================="
       sed 's/^/  /' "$SUMFILE"; } | tee "$OUT/summary.txt"
 }
@@ -47,7 +51,7 @@ run() {
     local lim log=$2
     lim=$(cap "$1") || { note "$log: skipped, ${SECONDS}s used of ${BUDGET}"; return 1; }
     shift 2
-    timeout "$lim" "${LOCKED[@]}" "$@" 2>&1 | tee -a "$OUT/$log" | grep -v '^ '
+    timeout -k 10 "$lim" "${LOCKED[@]}" "$@" 2>&1 | tee -a "$OUT/$log" | grep -v '^ '
     local rc=${PIPESTATUS[0]}
     report "$log" "$rc" "$lim" "$@"
     return "$rc"
@@ -58,7 +62,10 @@ spawn() {
     lim=$(cap "$1") || { note "$log: skipped, ${SECONDS}s used of ${BUDGET}"; return 1; }
     shift 2
     echo "   (in the background, ${lim} s at most, output in $OUT/$log)"
-    ( timeout "$lim" "$@" >> "$OUT/$log" 2>&1; report "$log" $? "$lim" "$@" ) &
+    ( timeout -k 10 "$lim" "$@" >> "$OUT/$log" 2>&1 &
+      echo $! >> "$PIDS"
+      wait $!
+      report "$log" $? "$lim" "$@" ) &
 }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
@@ -84,10 +91,10 @@ BENCH=($PYTHON benchmarks/bench_step.py --device cuda --config adm256 --backends
        --op inpaint-center --reps 20 --no-baseline --device-lock "$LOCK")
 mkdir -p .device_cache
 want adm256_b16 && echo "== ADM-256 bf16, compiled step in a CUDA graph, batch 16 (the forward alone not compiled: saves its compile) ==" &&
-spawn $((BUDGET - 15)) engine_b16.md "${BENCH[@]}" --csv "$OUT/engine_b16.csv" --batch 16 --restore-steps 0 --profile 12 \
+spawn $(($(left) - 30)) engine_b16.md "${BENCH[@]}" --csv "$OUT/engine_b16.csv" --batch 16 --restore-steps 0 --profile 12 \
     --no-forward --compile-cache .device_cache/adm256_b16.bin
 want adm256_b1 && echo "== ADM-256 bf16, compiled step in a CUDA graph, batch 1 + 20-step restores ==" &&
-spawn $((BUDGET - 15)) engine_b1.md "${BENCH[@]}" --csv "$OUT/engine_b1.csv" --batch 1 --restore-steps 20 --restore-reps 3 \
+spawn $(($(left) - 30)) engine_b1.md "${BENCH[@]}" --csv "$OUT/engine_b1.csv" --batch 1 --restore-steps 20 --restore-reps 3 \
     --no-forward --compile-cache .device_cache/adm256_b1.bin
 
 if want engine_tests; then
@@ -121,8 +128,9 @@ if [ -n "$(ls -A .device_cache)" ] && tar czf "$OUT/compile_cache.tgz" -C .devic
 fi
 grep -h "compiled/captured in\|^# profile" "$OUT"/engine_*.md 2>/dev/null | while IFS= read -r line; do note "$line"; done
 grep -h "| FAILED" "$OUT"/engine_*.md 2>/dev/null | while IFS= read -r line; do note "$line"; done
-CSVS=$(ls "$OUT"/engine_*.csv 2>/dev/null)
-[ -n "$CSVS" ] && $PYTHON - $CSVS >> "$SUMFILE" <<'PYEOF'
+CSVS=("$OUT"/engine_*.csv)
+[ -e "${CSVS[0]}" ] || exit 0
+$PYTHON - "${CSVS[@]}" >> "$SUMFILE" <<'PYEOF'
 import csv, sys
 for path in sys.argv[1:]:
     for r in csv.DictReader(open(path)):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import platform
 from typing import Iterator
 
 import torch
@@ -35,9 +36,12 @@ def network_dtype(precision: str) -> torch.dtype:
 
 
 def bf16_emulated_on_cpu() -> bool:
-    """True when this CPU has neither AVX512-BF16 nor AMX: oneDNN then emulates bfloat16 convolutions and matmuls,
-    and a bf16 network runs slower than float32 (2-core Xeon without either: 0.05 bf16 vs 0.16 fp32 TFLOP/s on a
-    1024³ matmul, default model forward 219 vs 97 ms at batch 16; benchmarks/RESULTS.md)."""
+    """True when this is an x86 CPU with neither AVX512-BF16 nor AMX: oneDNN then emulates bfloat16 convolutions and
+    matmuls, and a bf16 network runs slower than float32 (a 2-core Xeon without either, 2 threads: 0.05 bf16 vs
+    0.25 fp32 TFLOP/s on a 1024³ matmul, default model forward 219 vs 96 ms at batch 16; benchmarks/RESULTS.md).
+    Other architectures (e.g. Arm CPUs with BF16 instructions) are not judged: False."""
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
+        return False
     cpu = torch.cpu
     return not (cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported())
 

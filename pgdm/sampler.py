@@ -20,6 +20,7 @@ from .rng import gaussian_no_sync, stream_keys
 __all__ = [
     "pigdm_coefficients",
     "pigdm_step",
+    "input_vjp",
     "guidance_vector",
     "plan_sampling",
     "run_pigdm",
@@ -76,21 +77,35 @@ def guidance_vector(
 def input_vjp(
     f: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], x: torch.Tensor
 ) -> tuple[torch.Tensor, Callable[[torch.Tensor], tuple[torch.Tensor]], torch.Tensor]:
-    """(out, vjp_fn, aux) for ``out, aux = f(x)``: ``vjp_fn(v)`` is ``((∂out/∂x)ᵀ v,)``, x the only input differentiated.
+    """(out, vjp_fn, aux) for ``out, aux = f(x)`` (both tensors): ``vjp_fn(v)`` is ``((∂out/∂x)ᵀ v,)``, x the only
+    input differentiated, as ``torch.func.vjp(f, x, has_aux=True)`` gives them.
 
-    Eager (and under ``make_fx``): ``torch.autograd.grad`` w.r.t. a detached copy of x, under ``enable_grad``, so it works
-    inside ``no_grad`` and computes no weight gradients even for trainable weights. Under dynamo: ``torch.func.vjp``,
-    which compiles with ``fullgraph`` on every torch the engine supports (torch 2.11's dynamo refuses ``requires_grad_()``).
-    Eager ``torch.func.vjp`` is slower: its dispatch layers cost 8 % under ``no_grad``, and with grad mode on it runs
-    GroupNorm's and SiLU's backward as decomposed elementwise ops (+35 %) (default model, batch 16, CPU;
-    benchmarks/RESULTS.md).
+    The usual case (eager, under ``no_grad`` or with an x that needs no gradient; also under ``make_fx``):
+    ``torch.autograd.grad`` w.r.t. a detached copy of x under ``enable_grad``; it computes no weight gradients
+    even for trainable weights, and ``vjp_fn`` may be called once. ``torch.func.vjp`` would cost more there: its
+    dispatch layers take 8 % under ``no_grad``, and with grad mode on it runs GroupNorm's and SiLU's backward as
+    decomposed elementwise ops (+35 %) (default model, batch 16, CPU; benchmarks/RESULTS.md). Everything else takes
+    ``torch.func.vjp``: dynamo tracing (it compiles with ``fullgraph`` on every torch the engine supports; torch
+    2.11's dynamo refuses ``requires_grad_()``), inference mode or inference tensors, and an x that itself needs a
+    gradient (the caller differentiates through the step).
     """
-    if torch.compiler.is_dynamo_compiling():
+    if (
+        torch.compiler.is_dynamo_compiling()
+        or torch.is_inference_mode_enabled()
+        or x.is_inference()
+        or (x.requires_grad and torch.is_grad_enabled())
+    ):
         return torch.func.vjp(f, x, has_aux=True)
     with torch.enable_grad():
         x_in = x.detach().requires_grad_()
         out, aux = f(x_in)
-    return out.detach(), lambda v: torch.autograd.grad(out, x_in, v), aux.detach()
+
+    def vjp_fn(v: torch.Tensor) -> tuple[torch.Tensor]:
+        if not out.requires_grad:  # f ignores x (and has no trainable weights): a zero Jacobian
+            return (torch.zeros_like(x),)
+        return torch.autograd.grad(out, x_in, v, allow_unused=True, materialize_grads=True)
+
+    return out.detach(), vjp_fn, aux.detach()
 
 
 def pigdm_step(

@@ -1,4 +1,7 @@
 """input_vjp: the input-only VJP of pigdm_step, eager (autograd.grad) and under dynamo (torch.func.vjp)."""
+import contextlib
+
+import pytest
 import torch
 from torch import nn
 
@@ -21,17 +24,46 @@ def _f(net):
     return f
 
 
-def test_eager_vjp_is_the_dense_jacobian_transpose_times_v_with_no_weight_gradients():
-    net, x, v = _net_and_inputs()  # trainable weights, on purpose
+def _dense_vjp(net, x, v):
     jac = torch.autograd.functional.jacobian(lambda z: _f(net)(z)[0], x).reshape(x.numel(), x.numel())
-    want = (jac.T @ v.flatten()).reshape(x.shape)
-    with torch.no_grad():  # how the samplers call it
+    return (jac.T @ v.flatten()).reshape(x.shape)
+
+
+CONTEXTS = {"no_grad": torch.no_grad, "grad_enabled": contextlib.nullcontext, "inference_mode": torch.inference_mode}
+
+
+@pytest.mark.parametrize("context", CONTEXTS)
+def test_vjp_is_the_dense_jacobian_transpose_times_v_and_computes_no_weight_gradient(context):
+    net, x, v = _net_and_inputs()  # trainable weights, on purpose
+    want = _dense_vjp(net, x, v)
+    weight_grads = []
+    for p in net.parameters():
+        p.register_hook(lambda g: weight_grads.append(g))
+    with CONTEXTS[context]():
         out, vjp_fn, aux = input_vjp(_f(net), x)
         (got,) = vjp_fn(v)
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(out, _f(net)(x)[0])
+    torch.testing.assert_close(out, _f(net)(x)[0].detach())
     assert not out.requires_grad and not aux.requires_grad and not got.requires_grad
-    assert all(p.grad is None for p in net.parameters())
+    assert not weight_grads, "a weight gradient was computed"
+
+
+def test_an_x_that_needs_a_gradient_keeps_out_differentiable():
+    net, x, v = _net_and_inputs()
+    x.requires_grad_()
+    out, vjp_fn, _ = input_vjp(_f(net), x)  # grad mode on: the caller differentiates through the step
+    (g,) = vjp_fn(v)
+    torch.testing.assert_close(g, _dense_vjp(net, x.detach(), v), rtol=1e-10, atol=1e-12)
+    (dx,) = torch.autograd.grad((out * v).sum(), x)
+    torch.testing.assert_close(dx, g, rtol=1e-10, atol=1e-12)
+
+
+def test_an_output_that_ignores_x_has_a_zero_vjp():
+    x, v = torch.randn(2, 3), torch.randn(2, 3)
+    const = torch.ones(2, 3)
+    with torch.no_grad():
+        (g,) = input_vjp(lambda z: (const * 2, const), x)[1](v)
+    assert torch.equal(g, torch.zeros_like(x))
 
 
 def test_dynamo_traced_vjp_equals_eager():
