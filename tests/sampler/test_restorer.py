@@ -191,3 +191,15 @@ def test_mixed_noise_levels_with_a_chain_keep_batch_invariance():
     mixed = restorer.restore(y, op, sigma_y=[0.0, 0.1], seed=[7, 8])
     alone = restorer.restore(y[:1], op, sigma_y=0.0, seed=[7])
     torch.testing.assert_close(mixed[:1], alone, atol=1e-5, rtol=0)
+
+
+def test_restore_inside_inference_mode_and_with_grad_mode_on_matches_the_default():
+    den = small_denoiser()
+    op = SuperResolution(2)
+    y = op(torch.rand(2, 1, 8, 8) * 2 - 1)
+    restorer = Restorer(den, steps=4)
+    want = restorer.restore(y, op, seed=0)
+    with torch.inference_mode():  # production pipelines often wrap inference in it
+        torch.testing.assert_close(restorer.restore(y, op, seed=0), want, atol=1e-6, rtol=0)
+    with torch.enable_grad():
+        torch.testing.assert_close(restorer.restore(y, op, seed=0), want, atol=1e-6, rtol=0)
