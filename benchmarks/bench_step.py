@@ -44,7 +44,7 @@ from pgdm.engine.graphs import capture_cuda_graph
 from pgdm.engine.precision import network_dtype, precision_context
 from pgdm.models import ADMUNet, ModelConfig
 from pgdm.ops import parse
-from pgdm.sampler import input_vjp
+from pgdm.sampler import input_vjp, x0_and_eps
 
 DEFAULT_MODEL = dict(
     in_channels=1, model_channels=32, out_channels=1, num_res_blocks=1, attention_ds=(4,), channel_mult=(1, 2, 2),
@@ -130,11 +130,7 @@ def network_fns(eng: E.Engine, x: torch.Tensor, t: torch.Tensor, labels: torch.T
         return den(x, t, labels)
 
     def fwd_vjp(x, t, labels, v, alpha):  # the VJP as pigdm_step takes it
-        def denoise(x_in):
-            eps = den(x_in, t, labels)
-            return den.predict_x0(x_in, eps, alpha), eps
-
-        return input_vjp(denoise, x)[1](v)[0]
+        return input_vjp(x0_and_eps(den, t, alpha, labels), x)[1](v)[0]
 
     cfg, device = eng.config, eng.device
     compiled = cfg.backend == "compile" or (cfg.backend == "cudagraph" and cfg.compile)

@@ -21,6 +21,7 @@ __all__ = [
     "pigdm_coefficients",
     "pigdm_step",
     "input_vjp",
+    "x0_and_eps",
     "guidance_vector",
     "plan_sampling",
     "run_pigdm",
@@ -72,6 +73,21 @@ def guidance_vector(
     noisy = op.regularized_pinv(y - op(x0), sigma_y2 / r2)
     # rows with σ_y = 0 take the noiseless form, so a mixed batch gives each image what it gets alone
     return torch.where((sigma_y2 > 0).view(-1, *([1] * (noisy.ndim - 1))), noisy, noiseless)
+
+
+def x0_and_eps(
+    denoiser: Denoiser, t: torch.Tensor, alpha_t: torch.Tensor, class_labels: torch.Tensor | None = None
+) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """x ↦ (x̂, ε_θ(x, t)) with x̂ = (x − √(1−ᾱ_t) ε_θ)/√ᾱ_t: the function whose input VJP guides the step.
+
+    t: (B,) int64; alpha_t: 0-d ᾱ_t; class_labels: (B,) int64 or None. x: (B, C, H, W).
+    """
+
+    def denoise(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        eps = denoiser(x, t, class_labels)
+        return denoiser.predict_x0(x, eps, alpha_t), eps
+
+    return denoise
 
 
 def input_vjp(
@@ -142,12 +158,7 @@ def pigdm_step(
     """
     alpha_t = coef["alpha_t"]
     t = coef["t"].expand(x.shape[0])
-
-    def denoise(x_in: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        eps = denoiser(x_in, t, class_labels)
-        return denoiser.predict_x0(x_in, eps, alpha_t), eps
-
-    x0, vjp_fn, eps = input_vjp(denoise, x)
+    x0, vjp_fn, eps = input_vjp(x0_and_eps(denoiser, t, alpha_t, class_labels), x)
     x0_used = x0.clamp(-1, 1) if clip_denoised else x0
     v = guidance_vector(op, y, y_pinv, x0_used, coef["r2"], sigma_y2)
     (g,) = vjp_fn(v.to(x0.dtype))
