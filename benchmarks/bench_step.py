@@ -23,6 +23,7 @@ on CPU with the same quantiles. Compile/capture time is reported separately. Nev
 from __future__ import annotations
 
 import argparse
+import ast
 import csv
 import gc
 import os
@@ -135,7 +136,9 @@ def network_fns(eng: E.Engine, x: torch.Tensor, t: torch.Tensor, labels: torch.T
     cfg, device = eng.config, eng.device
     compiled = cfg.backend == "compile" or (cfg.backend == "cudagraph" and cfg.compile)
     if compiled:
-        forward, fwd_vjp = (compile_step(f, device, cfg.compile_mode, channels_last=cfg.channels_last) for f in (forward, fwd_vjp))
+        forward, fwd_vjp = (
+            compile_step(f, device, cfg.compile_mode, channels_last=cfg.channels_last, options=cfg.compile_options) for f in (forward, fwd_vjp)
+        )
     calls = {"forward": lambda: forward(x, t, labels), "vjp": lambda: fwd_vjp(x, t, labels, v, alpha)}
     out = {}
     for name, call in calls.items():
@@ -195,6 +198,25 @@ def kernel_profile(fn, device: torch.device, top: int) -> str:
     return "\n".join(lines)
 
 
+def backend_label(args, backend: str) -> str:
+    """The backend column: "cudagraph(eager step)" for a captured eager step, Inductor options in brackets."""
+    if backend == "cudagraph" and args.no_compile:
+        return "cudagraph(eager step)"
+    options = ",".join(f"{k}={v}" for k, v in args.inductor.items())
+    return f"{backend}[{options}]" if options and backend != "eager" else backend
+
+
+def inductor_option(text: str) -> tuple[str, object]:
+    """"NAME=VALUE" → (NAME, VALUE as a Python literal: True, 64, 'x', …) for ``--inductor``."""
+    name, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    try:
+        return name.strip(), ast.literal_eval(value.strip())
+    except (ValueError, SyntaxError):
+        raise argparse.ArgumentTypeError(f"{name}: value {value!r} is not a Python literal (True, 64, 'x', …)") from None
+
+
 def save_compile_cache(path: str) -> None:
     """Write every torch.compile artifact of this process (``torch.compiler.save_cache_artifacts``) to ``path``."""
     saved = torch.compiler.save_cache_artifacts()
@@ -214,6 +236,7 @@ def bench_one(args, den: Denoiser, backend: str, precision: str, batch: int, flo
     kw = dict(steps=args.restore_steps or 100, precision=precision, channels_last=args.channels_last, batch_sizes=(batch,))
     if backend != "eager":
         kw["compile_mode"] = args.compile_mode
+        kw["compile_options"] = args.inductor
     if backend == "cudagraph":
         kw["compile"] = not args.no_compile
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
@@ -252,7 +275,7 @@ def bench_one(args, den: Denoiser, backend: str, precision: str, batch: int, flo
         if args.profile:
             print(f"# {backend}/{precision}/batch {batch}, one step:\n" + kernel_profile(step, device, args.profile), flush=True)
         row = dict(
-            config=args.config, device=args.device_name, backend=backend + ("" if backend != "cudagraph" or not args.no_compile else "(eager step)"),
+            config=args.config, device=args.device_name, backend=backend_label(args, backend),
             precision=precision + ("+cl" if args.channels_last else ""), batch=batch, op=args.op,
             gflop_img_fwd=flops[0] / 1e9, fwd_ms=fwd_ms[0], step_ms=step_ms[0], step_p20=step_ms[1], step_p80=step_ms[2], ratio=step_ms[0] / fwd_ms[0],
             net_ms=net_ms[0], other_ms=other_ms[0], other_pct=100 * other_ms[0] / step_ms[0],
@@ -297,6 +320,10 @@ def main(argv=None) -> None:
     p.add_argument("--profile", type=int, default=0, metavar="N", help="print one step's device time by kind of kernel and its N costliest kernels")
     p.add_argument("--compile-cache", default=None, help="torch.compile artifacts: loaded from this file if it exists, saved to it after each compile")
     p.add_argument("--compile-mode", default=None, help="torch.compile mode (default: the engine's, 'default')")
+    p.add_argument(
+        "--inductor", action="append", default=[], type=inductor_option, metavar="NAME=VALUE",
+        help="an Inductor setting for the compiled step (repeatable), e.g. conv_1x1_as_mm=True",
+    )  # fmt: skip
     p.add_argument("--no-compile", action="store_true", help="cudagraph: capture the eager step instead of the compiled one")
     p.add_argument("--reps", type=int, default=10, help="timed calls per measurement (at least; do_bench's time budget is sized from it on CUDA)")
     p.add_argument("--restore-steps", type=int, default=20, help="steps of the whole-restore timing (0: skip)")
@@ -305,6 +332,7 @@ def main(argv=None) -> None:
     p.add_argument("--csv", default=None, help="append rows to this CSV file")
     p.add_argument("--device-lock", default=None, metavar="FILE", help="time only while holding an flock on FILE (compile outside it)")
     args = p.parse_args(argv)
+    args.inductor = dict(args.inductor)
     args.device = torch.device(args.device)
     if args.device.type == "cuda":
         args.device_name = torch.cuda.get_device_name(args.device)

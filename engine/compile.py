@@ -23,11 +23,11 @@ import functools
 import os
 import traceback
 import types
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping
 
 import torch
 
-__all__ = ["StepCompileError", "dynamo_flags", "compile_step", "failure_reason", "fresh_function"]
+__all__ = ["StepCompileError", "check_inductor_options", "dynamo_flags", "compile_step", "failure_reason", "fresh_function"]
 
 # Recompiles allowed per compiled step: one per (batch size, operator, noisy?) the engine meets.
 _RECOMPILE_LIMIT = 64
@@ -37,9 +37,19 @@ class StepCompileError(RuntimeError):
     """``torch.compile`` could not build the step (no C++ compiler, an Inductor failure): one line saying why."""
 
 
+def check_inductor_options(options: Mapping[str, object] | None) -> dict[str, object]:
+    """``options`` as a dict, every name checked against ``torch._inductor.config`` (dotted names for nested settings)."""
+    options = dict(options or {})
+    known = torch._inductor.config.get_config_copy()
+    unknown = sorted(k for k in options if k not in known)
+    if unknown:
+        raise ValueError(f"unknown Inductor option(s) {', '.join(unknown)}; expected names from torch._inductor.config, e.g. conv_1x1_as_mm")
+    return options
+
+
 @contextlib.contextmanager
-def dynamo_flags(device: torch.device, channels_last: bool = False) -> Iterator[None]:
-    """Settings for compiling the step on ``device``: more recompiles, and two Inductor patches.
+def dynamo_flags(device: torch.device, channels_last: bool = False, options: Mapping[str, object] | None = None) -> Iterator[None]:
+    """Settings for compiling the step on ``device``: more recompiles, two Inductor patches, then the caller's ``options``.
 
     * CPU without ``channels_last``: no convolution relayout (see :func:`compile_step`).
     * CUDA: no reuse of dead buffers' storage by later buffers. The memory-efficient attention kernel
@@ -52,6 +62,7 @@ def dynamo_flags(device: torch.device, channels_last: bool = False) -> Iterator[
     patches = {"layout_optimization": False} if device.type == "cpu" and not channels_last else {}
     if device.type == "cuda":
         patches["allow_buffer_reuse"] = False
+    patches.update(options or {})
     with torch._dynamo.config.patch(recompile_limit=_RECOMPILE_LIMIT), torch._inductor.config.patch(patches):
         yield
 
@@ -79,8 +90,11 @@ def failure_reason(err: BaseException) -> str:
     return f"{name} at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno}" if frames else name
 
 
-def compile_step(fn: Callable, device: torch.device, mode: str | None = None, *, channels_last: bool = False) -> Callable:
-    """``torch.compile(fn, mode=…, fullgraph=True, dynamic=False)``, called under :func:`dynamo_flags`.
+def compile_step(
+    fn: Callable, device: torch.device, mode: str | None = None, *, channels_last: bool = False, options: Mapping[str, object] | None = None
+) -> Callable:
+    """``torch.compile(fn, mode=…, fullgraph=True, dynamic=False)``, called under :func:`dynamo_flags` (``options``:
+    Inductor settings, checked by :func:`check_inductor_options`).
 
     Compilation happens on the first call for each new input shape/operator; a graph break raises, and a
     failing backend (e.g. no C++ compiler for Inductor on CPU) raises :class:`StepCompileError`.
@@ -90,11 +104,12 @@ def compile_step(fn: Callable, device: torch.device, mode: str | None = None, *,
     eager; default model, batch 16, 2 threads; benchmarks/RESULTS.md). On CUDA, Inductor keeps its layout
     heuristics and does not recycle buffer storage (:func:`dynamo_flags` says why).
     """
+    options = check_inductor_options(options)
     compiled = torch.compile(fresh_function(fn), mode=mode or "default", fullgraph=True, dynamic=False)
 
     @functools.wraps(fn)
     def run(*args, **kwargs):
-        with dynamo_flags(device, channels_last):
+        with dynamo_flags(device, channels_last, options):
             try:
                 return compiled(*args, **kwargs)
             except torch._dynamo.exc.BackendCompilerFailed as err:

@@ -14,7 +14,7 @@ import time
 import warnings
 from collections import Counter
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 
@@ -25,7 +25,7 @@ from pgdm.rng import gaussian_no_sync
 from pgdm.sampler import SamplingPlan, pigdm_step, plan_sampling, summarize_samples
 
 from .batching import RestoreQueue, pad_plan
-from .compile import compile_step
+from .compile import check_inductor_options, compile_step
 from .graphs import GraphDispatcher, GraphEntry, GraphKey, StaticBuffers, StepNotCapturable, capture_cuda_graph
 from .operators import is_row_independent, load_rows_, operator_signature, slice_operator, static_operator, warm_operator_
 from .precision import PRECISIONS, bf16_emulated_on_cpu, precision_context, prepare_denoiser
@@ -53,6 +53,8 @@ class EngineConfig:
         compile_mode: ``torch.compile`` mode; None: ``"default"`` (``max-autotune*`` modes tune every convolution:
             long compiles; with ``cudagraph`` use a mode without Inductor's own CUDA graphs: ``default`` or
             ``max-autotune-no-cudagraphs``).
+        compile_options: Inductor settings for the compiled step, e.g. ``{"conv_1x1_as_mm": True,
+            "epilogue_fusion": False}`` (names from ``torch._inductor.config``; they override the engine's own).
         copy_model: freeze and cast a deep copy of the denoiser (True), or the caller's network in place (False).
         max_graphs: CUDA graphs kept at most; further keys run eagerly.
         warmup_iters: runs of the step on the capture stream before each capture (≥ 2: the last one runs under
@@ -69,6 +71,7 @@ class EngineConfig:
     batch_sizes: Sequence[int] = (1, 2, 4, 8, 16, 32)
     compile: bool = True
     compile_mode: str | None = None
+    compile_options: Mapping[str, object] | None = None
     copy_model: bool = True
     max_graphs: int = 64
     warmup_iters: int = 2
@@ -84,6 +87,7 @@ class EngineConfig:
         if not sizes or sizes[0] < 1:
             raise ValueError(f"batch_sizes must be positive integers, got {self.batch_sizes}")
         object.__setattr__(self, "batch_sizes", sizes)
+        object.__setattr__(self, "compile_options", check_inductor_options(self.compile_options))
         if self.max_graphs < 0 or self.warmup_iters < 2:
             raise ValueError("max_graphs must be ≥ 0 and warmup_iters ≥ 2")
 
@@ -163,7 +167,9 @@ class Engine:
         self.denoiser = prepare_denoiser(denoiser, config.precision, channels_last=config.channels_last, copy_model=config.copy_model)
         compiled = config.backend == "compile" or (config.backend == "cudagraph" and config.compile)
         self._step: Callable = (
-            compile_step(engine_step_, self.device, config.compile_mode, channels_last=config.channels_last) if compiled else engine_step_
+            compile_step(engine_step_, self.device, config.compile_mode, channels_last=config.channels_last, options=config.compile_options)
+            if compiled
+            else engine_step_
         )
         self._counter = torch.zeros((), dtype=torch.int64, device=self.device)
         self._graphs = GraphDispatcher(config.batch_sizes, config.max_graphs)

@@ -117,3 +117,15 @@ def test_failure_reason_is_one_line_even_for_a_bare_assertion():
     assert reason.startswith("AssertionError at test_engine_compile.py:") and "\n" not in reason
     assert E.compile.failure_reason(RuntimeError("no C++ compiler\ndetails")) == "RuntimeError: no C++ compiler"
     assert E.compile.failure_reason(RuntimeError("RuntimeError: twice")) == "RuntimeError: twice"
+
+
+def test_inductor_options_are_checked_and_applied_over_the_engines_own():
+    with pytest.raises(ValueError, match=r"^unknown Inductor option\(s\) no_such_flag;"):
+        E.EngineConfig(backend="compile", compile_options={"no_such_flag": True})
+    config = torch._inductor.config
+    default_1x1 = config.conv_1x1_as_mm
+    with E.compile.dynamo_flags(torch.device("cpu")):
+        assert config.layout_optimization is False  # the engine's own CPU setting
+    with E.compile.dynamo_flags(torch.device("cpu"), options={"conv_1x1_as_mm": not default_1x1, "layout_optimization": True}):
+        assert config.conv_1x1_as_mm is (not default_1x1) and config.layout_optimization is True
+    assert config.conv_1x1_as_mm is default_1x1
