@@ -14,7 +14,8 @@
 # returned as $OUT/compile_cache.tgz: unpack that into .device_cache/ and carry it to the next lent machine to
 # skip most of the compile time there (same GPU model, torch and triton).
 # BLOCKS="engine_tests adm256_b1" runs only the named blocks (adm256_b16 adm256_b1 engine_tests kernel_tests
-# adm256_eager kernel_bench), e.g. to redo one with the device minutes left; BUDGET overrides the 470 s.
+# adm256_eager kernel_bench), e.g. to redo one with the device minutes left; BUDGET overrides the 470 s;
+# BENCH_ARGS adds bench_step.py arguments to the ADM-256 blocks, e.g. BENCH_ARGS="--inductor conv_1x1_as_mm=True".
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}          # the device image's python3 holds torch + triton
@@ -88,7 +89,7 @@ $PYTHON -c 'import torch, triton, pgdm.engine, pgdm.kernels; print(f"torch {torc
 # CUDA graph at batch 16 (throughput, the MFU target) and at batch 1 with 20-step restores (latency). Then, in the
 # foreground: the engine's and the kernels' CUDA tests, the captured eager step at batch 16, the kernel benchmarks.
 BENCH=($PYTHON benchmarks/bench_step.py --device cuda --config adm256 --backends cudagraph --precisions bf16
-       --op inpaint-center --reps 20 --no-baseline --device-lock "$LOCK")
+       --op inpaint-center --reps 20 --no-baseline --device-lock "$LOCK" ${BENCH_ARGS:-})
 mkdir -p .device_cache
 want adm256_b16 && echo "== ADM-256 bf16, compiled step in a CUDA graph, batch 16 (the forward alone not compiled: saves its compile) ==" &&
 spawn $(($(left) - 30)) engine_b16.md "${BENCH[@]}" --csv "$OUT/engine_b16.csv" --batch 16 --restore-steps 0 --profile 12 \
