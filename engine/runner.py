@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
 import torch
@@ -71,7 +71,7 @@ class EngineConfig:
     batch_sizes: Sequence[int] = (1, 2, 4, 8, 16, 32)
     compile: bool = True
     compile_mode: str | None = None
-    compile_options: Mapping[str, object] | None = None
+    compile_options: Mapping[str, object] | None = field(default=None, hash=False)  # a dict: not part of the hash
     copy_model: bool = True
     max_graphs: int = 64
     warmup_iters: int = 2

@@ -122,6 +122,8 @@ def test_failure_reason_is_one_line_even_for_a_bare_assertion():
 def test_inductor_options_are_checked_and_applied_over_the_engines_own():
     with pytest.raises(ValueError, match=r"^unknown Inductor option\(s\) no_such_flag;"):
         E.EngineConfig(backend="compile", compile_options={"no_such_flag": True})
+    with_options = E.EngineConfig(backend="compile", compile_options={"conv_1x1_as_mm": True})
+    assert with_options != E.EngineConfig(backend="compile") and isinstance(hash(with_options), int)  # still hashable
     config = torch._inductor.config
     default_1x1 = config.conv_1x1_as_mm
     with E.compile.dynamo_flags(torch.device("cpu")):
