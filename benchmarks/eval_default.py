@@ -23,14 +23,14 @@ from pgdm.io import write_image
 from pgdm.metrics import psnr, ssim
 from pgdm.ops import GaussianNoise, Inpaint, parse
 
-# (label, spec, sigma_y in model units: 0.1 = the paper's 0.05 on the [0, 1] scale)
+# (label, spec, sigma_y on the [0, 1] pixel scale, as the paper states it)
 TASKS = [
     ("SR×4 (pool)", "sr4-pool", 0.0),
     ("SR×4 (bicubic)", "sr4-bicubic", 0.0),
     ("centre inpainting (16×16 box)", "inpaint-center", 0.0),
     ("JPEG QF10", "jpeg10", 0.0),
     ("uniform 9×9 deblurring", "blur-uniform9", 0.0),
-    ("noisy inpainting (centre box, σ_y = 0.1)", "inpaint-center", 0.1),
+    ("noisy inpainting (centre box, σ_y = 0.05)", "inpaint-center", 0.05),
 ]
 
 

@@ -59,7 +59,7 @@ def _prepare(path: Path, index: int, args, template: Operator, shape: tuple[int,
         x = fit_size(read_image(path, shape[0]), shape[1:], args.fit)
         y = template(x)
         if args.sigma_y > 0:
-            y = GaussianNoise(2 * args.sigma_y, seed=seed)(y)
+            y = GaussianNoise(args.sigma_y, seed=seed)(y)
         return Item(path.stem, seed, template, y, x)
     op, y = read_measurement(template, path, shape, mask=args.mask, fit=args.fit)
     return Item(path.stem, seed, op, y, None)
@@ -116,7 +116,7 @@ def restore_files(args) -> int:
         result = restorer.restore(
             y,
             op,
-            sigma_y=2 * args.sigma_y,
+            sigma_y=args.sigma_y,
             seed=[it.seed for it in batch],
             class_labels=args.class_label,
             num_samples=args.num_samples,
@@ -170,7 +170,7 @@ def degrade_files(args) -> int:
             if args.sigma_y > 0:
                 if not op.linear:
                     raise ValueError(f"--sigma-y needs a linear task, but {args.task} is non-linear")
-                y = GaussianNoise(2 * args.sigma_y, seed=args.seed + index)(y)
+                y = GaussianNoise(args.sigma_y, seed=args.seed + index)(y)
             written = write_measurement(op, x, y, out / path.stem)
             print(" ".join(str(p) for p in written))
         except (ValueError, OSError) as err:

@@ -16,6 +16,7 @@ from . import schedules
 from .denoiser import Denoiser
 from .operators.base import Operator
 from .rng import gaussian_no_sync, stream_keys
+from .units import sigma_to_model
 
 __all__ = [
     "pigdm_coefficients",
@@ -212,8 +213,9 @@ def plan_sampling(
     sigma = torch.as_tensor(sigma_y, dtype=torch.float64).flatten()
     if sigma.numel() == 1:
         sigma = sigma.expand(batch)
-    if sigma.numel() != batch or (sigma < 0).any():
-        raise ValueError(f"sigma_y must be a float ≥ 0 or one value ≥ 0 per image ({batch}), got {sigma_y}")
+    if sigma.numel() != batch or not bool(((sigma >= 0) & sigma.isfinite()).all()):
+        raise ValueError(f"sigma_y must be a finite float ≥ 0 or one such value per image ({batch}), got {sigma_y}")
+    sigma = sigma_to_model(sigma)  # pixel scale [0, 1] → the [-1, 1] scale the sampler works in
     noisy = bool((sigma > 0).any())
     if noisy and not op.linear:
         raise ValueError(
@@ -337,8 +339,9 @@ class Restorer:
         Args:
             y: (B, …) measurement as produced by ``op`` (on the device to run on).
             op: the measurement operator h (``pgdm.ops``).
-            sigma_y: measurement noise std in model units ([-1, 1] scale: the paper's 0.05 on [0, 1] is 0.1);
-                a float or one per image. σ_y > 0 uses the noisy guidance of Eq. 7 and needs a linear ``op``.
+            sigma_y: measurement noise std on the [0, 1] pixel scale, as the paper states it (0.05), while y
+                itself is on the [-1, 1] scale (``pgdm.ops.GaussianNoise`` takes the same unit); a float or one per
+                image. σ_y > 0 uses the noisy guidance of Eq. 7 and needs a linear ``op``.
             seed: an int (image i uses seed + i) or one int per image; results do not depend on the batch.
             class_labels: an int or (B,) labels for class-conditional models.
             num_samples: draw K posterior samples per image in one batch and return their mean (MMSE).

@@ -15,6 +15,7 @@ import pgdm.sampler as sampler
 from analytic import GaussianMixtureEps, gmm_posterior
 from pgdm import Denoiser, schedules
 from pgdm.ops import Inpaint, SuperResolution, center_box_mask
+from pgdm.units import sigma_to_pixel
 from test_helpers import dense
 
 NUM = 1000
@@ -56,7 +57,7 @@ def posterior_errors(case, sigma_y):
     cov = sum(w * (c + torch.outer(m - mean, m - mean)) for w, m, c in zip(pw, pm, pc))
 
     plan = sampler.plan_sampling(
-        den, y.expand(NUM, *y.shape[1:]), op, steps=STEPS, eta=1.0, start_step=None, sigma_y=sigma_y, seed=0, dtype=torch.float64,
+        den, y.expand(NUM, *y.shape[1:]), op, steps=STEPS, eta=1.0, start_step=None, sigma_y=sigma_to_pixel(sigma_y), seed=0, dtype=torch.float64,
         clip_denoised=False,
     )
     xs = sampler.run_pigdm(den, plan).flatten(1)
