@@ -1,36 +1,93 @@
-"""Image files ↔ tensors: reading degraded inputs, writing outputs atomically, resizing and cropping."""
+"""Image files and arrays ↔ tensors: reading inputs, writing outputs atomically, resizing and cropping.
+
+Tensors are (B, C, H, W) or (C, H, W) in [-1, 1]; arrays are uint8 (H, W) or (H, W, C); 16-bit PNGs are
+scaled to the same range, never clipped. Every write goes to a temporary file in the target folder,
+is flushed to disk and renamed into place, and gets the usual permissions from the umask (0644 under
+umask 022), so an interrupted run never leaves a half-written file.
+"""
 from __future__ import annotations
 
+import json
 import os
-import tempfile
+import re
+import secrets
+import socket
 from pathlib import Path
+from typing import Callable, Union
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["IMAGE_SUFFIXES", "read_image", "write_image", "list_images", "fit_size", "to_uint8"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "ImageLike",
+    "read_image",
+    "write_image",
+    "write_bytes_atomic",
+    "write_json_atomic",
+    "remove_stale_temporaries",
+    "list_images",
+    "fit_size",
+    "to_uint8",
+    "to_tensor",
+    "to_pil",
+]
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+ImageLike = Union[torch.Tensor, np.ndarray, Image.Image]
 
 
-def read_image(path: str | Path, channels: int) -> torch.Tensor:
-    """Read an image file as (1, channels, H, W) float32 in [-1, 1] (converted to grayscale or RGB).
+def _pixels(im: Image.Image) -> tuple[np.ndarray, float]:
+    """(array, full-scale value) of a Pillow image: uint8 for 8-bit modes, uint16/int32 for 16-bit ones."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        return np.asarray(im).astype(np.float64), 65535.0
+    if im.mode == "I":  # 32-bit integer images (16-bit TIFFs, older Pillows' 16-bit PNGs): 16-bit samples
+        a = np.asarray(im).astype(np.float64)
+        if a.min() < 0 or a.max() > 65535:
+            raise ValueError("32-bit integer samples outside 0..65535 are not supported (8- or 16-bit images only)")
+        return a, 65535.0
+    if im.mode == "F":
+        raise ValueError("floating-point images are not supported (8- or 16-bit integer images only)")
+    return np.asarray(im.convert("RGB") if im.mode not in ("L", "RGB") else im, dtype=np.uint8), 255.0
 
-    Raises ValueError naming the file when it is missing, unreadable or corrupt.
+
+def _is_gray(a: np.ndarray) -> bool:
+    return a.ndim == 2 or bool((a == a[..., :1]).all())
+
+
+def read_image(path: str | Path, channels: int, *, to_gray: bool = False, notes: list[str] | None = None) -> torch.Tensor:
+    """Read an image file as (1, channels, H, W) float32 in [-1, 1].
+
+    A grayscale file read for ``channels == 3`` has its channel repeated; an RGB file whose channels are
+    equal reads as grayscale. A colour file read for ``channels == 1`` is refused unless ``to_gray`` (then it
+    is converted with ITU-R 601 luma, as Pillow's "L" mode, and a note is appended to ``notes``).
+    Transparency is dropped. Raises ValueError naming the file when it is missing, unreadable, corrupt or
+    larger than Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``).
     """
     path = Path(path)
     try:
         with Image.open(path) as im:
-            im = im.convert("L" if channels == 1 else "RGB")
-            arr = np.asarray(im, dtype=np.uint8)
+            if im.mode in ("RGBA", "LA", "P", "PA", "CMYK", "YCbCr", "1"):
+                im = im.convert("L" if im.mode in ("LA", "1") else "RGB")
+            arr, full = _pixels(im)
     except FileNotFoundError:
         raise ValueError(f"{path}: file not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+    except Image.DecompressionBombError as err:
+        raise ValueError(f"{path}: {err}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ValueError(f"{path}: not a readable image ({err})") from None
-    t = torch.from_numpy(arr.copy())
-    t = t[None] if t.ndim == 2 else t.permute(2, 0, 1)
-    return t[None].float() / 127.5 - 1.0
+    if arr.ndim == 3 and _is_gray(arr):
+        arr = arr[..., 0]
+    if arr.ndim == 3 and channels == 1:
+        if not to_gray:
+            raise ValueError(f"{path}: a colour image, but this model restores grayscale images; pass --gray to convert it")
+        arr = arr[..., 0] * 0.299 + arr[..., 1] * 0.587 + arr[..., 2] * 0.114
+        if notes is not None:
+            notes.append(f"{path}: colour converted to grayscale for this 1-channel model")
+    t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float64))
+    t = t[None].expand(channels, -1, -1) if t.ndim == 2 else t.permute(2, 0, 1)
+    return (t[None] * (2.0 / full) - 1.0).float().contiguous()
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
@@ -39,40 +96,128 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return a[0].numpy() if a.shape[0] == 1 else a.permute(1, 2, 0).numpy()
 
 
-def write_image(x: torch.Tensor, path: str | Path, **save_options) -> Path:
-    """Write (C, H, W) in [-1, 1] as an 8-bit PNG (or any Pillow format by suffix), atomically.
+def to_tensor(image: ImageLike, channels: int | None = None) -> torch.Tensor:
+    """A PIL image, a uint8 array (H, W) / (H, W, C) / (B, H, W, C), or a tensor → (B, C, H, W) float32 in [-1, 1].
 
-    ``save_options`` go to ``PIL.Image.save`` (e.g. ``qtables=``/``subsampling=`` for JPEG).
-    The image goes to a temporary file in the same folder and is renamed into place, so an interrupted
-    run never leaves a half-written output.
+    Tensors pass through unchanged (they are taken to be in [-1, 1] already). ``channels`` (1 or 3) converts
+    PIL images and arrays to grayscale or RGB as :func:`read_image` does (colour → gray only on request).
+    """
+    if isinstance(image, torch.Tensor):
+        return image
+    if isinstance(image, Image.Image):
+        image = np.asarray(image.convert("L" if channels == 1 else "RGB") if channels or image.mode not in ("L", "RGB") else image)
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
+        got = f"{type(image).__name__} of dtype {image.dtype}" if isinstance(image, np.ndarray) else type(image).__name__
+        raise TypeError(f"expected a PIL image, a uint8 array (H, W[, C]) or a [-1, 1] tensor, got {got}")
+    a = torch.from_numpy(np.array(image))  # a copy: the caller's array stays theirs
+    if a.ndim == 2:
+        a = a[None, :, :, None]
+    elif a.ndim == 3:
+        a = a[None]
+    if a.ndim != 4 or a.shape[-1] not in (1, 3):
+        raise ValueError(f"a uint8 image array must be (H, W), (H, W, C) or (B, H, W, C) with C = 1 or 3, got {tuple(image.shape)}")
+    t = a.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    if channels == 3 and t.shape[1] == 1:
+        t = t.expand(-1, 3, -1, -1)
+    elif channels == 1 and t.shape[1] == 3:
+        t = (t * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    return t.contiguous()
+
+
+def to_pil(x: torch.Tensor) -> Image.Image | list[Image.Image]:
+    """(C, H, W) in [-1, 1] → a PIL image ("L" or "RGB"); (B, C, H, W) → a list of them."""
+    if x.ndim == 4:
+        return [Image.fromarray(to_uint8(row)) for row in x]
+    return Image.fromarray(to_uint8(x))
+
+
+def temporary_tag(host: str | None = None, pid: int | None = None) -> str:
+    """``host-pid`` of the writer, part of every temporary file's name (see :func:`remove_stale_temporaries`)."""
+    return f"{host or socket.gethostname()}-{os.getpid() if pid is None else pid}"
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporary files left in ``folder`` by writers on this host that no longer run (a kill -9).
+
+    Returns the files removed. Temporaries of live processes, and of other hosts, are left alone.
+    """
+    host, removed = socket.gethostname(), []
+    pattern = re.compile(rf"\.{re.escape(host)}-(\d+)\.[0-9a-f]{{8}}\.tmp$")  # .{name}.{host}-{pid}.{random}.tmp
+    for tmp in Path(folder).glob(".*.tmp"):
+        match = pattern.search(tmp.name)
+        if match is None:
+            continue
+        try:
+            os.kill(int(match.group(1)), 0)
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+        except PermissionError:  # alive, another user's
+            pass
+    return removed
+
+
+def write_bytes_atomic(path: str | Path, write: Callable[[str], None]) -> Path:
+    """Create ``path`` atomically: ``write(tmp)`` fills a temporary file beside it, which is fsynced and renamed.
+
+    The file gets mode 0666 less the umask, as ``open()`` gives; on any failure the temporary file is removed.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix or ".png", dir=path.parent)
-    os.close(fd)
+    tmp = path.with_name(f".{path.name}.{temporary_tag()}.{secrets.token_hex(4)}.tmp")
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the kernel applies the umask
     try:
-        Image.fromarray(to_uint8(x)).save(tmp, **save_options)
+        write(str(tmp))
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
+        if os.path.lexists(tmp):
             os.unlink(tmp)
     return path
 
 
+def write_json_atomic(obj, path: str | Path) -> Path:
+    """Write ``obj`` as strict JSON (NaN/Inf refused) atomically."""
+    text = json.dumps(obj, indent=2, allow_nan=False)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            f.write(text + "\n")
+
+    return write_bytes_atomic(path, write)
+
+
+def write_image(x: torch.Tensor, path: str | Path, **save_options) -> Path:
+    """Write (C, H, W) in [-1, 1] as an 8-bit PNG (or any Pillow format by suffix), atomically.
+
+    ``save_options`` go to ``PIL.Image.save`` (e.g. ``qtables=``/``subsampling=`` for JPEG). The folder must exist.
+    """
+    path = Path(path)
+    image = Image.fromarray(to_uint8(x))
+    fmt = save_options.pop("format", None) or Image.registered_extensions().get(path.suffix.lower(), "PNG")
+    return write_bytes_atomic(path, lambda tmp: image.save(tmp, format=fmt, **save_options))
+
+
 def list_images(inputs: list[str | Path]) -> list[Path]:
-    """Expand files and directories (non-recursive, sorted) into image files."""
+    """Expand files and directories (non-recursive, sorted) into image files; a folder with none is an error."""
     files: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            files.extend(sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")))
+            found = sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+            if not found:
+                raise ValueError(f"{item}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder")
+            files.extend(found)
         else:
             files.append(item)
     return files
 
 
-def fit_size(x: torch.Tensor, size: tuple[int, int], mode: str | None) -> torch.Tensor:
+def fit_size(x: torch.Tensor, size: tuple[int, int], mode: str | None, name: str = "image") -> torch.Tensor:
     """Make (B, C, H, W) exactly ``size`` = (H', W'): ``"resize"`` (bicubic, anti-aliased), ``"crop"`` (centre)
-    or None (the size must already match; a ValueError suggests --resize / --crop)."""
+    or None (the size must already match; the ValueError names ``name`` and suggests --resize / --crop)."""
     h, w = x.shape[-2:]
     if (h, w) == tuple(size):
         return x
@@ -80,7 +225,7 @@ def fit_size(x: torch.Tensor, size: tuple[int, int], mode: str | None) -> torch.
         return torch.nn.functional.interpolate(x, size=size, mode="bicubic", antialias=True, align_corners=False).clamp(-1, 1)
     if mode == "crop":
         if h < size[0] or w < size[1]:
-            raise ValueError(f"cannot crop a {h}x{w} image to {size[0]}x{size[1]}; use --resize")
+            raise ValueError(f"{name}: cannot crop a {h}x{w} image to {size[0]}x{size[1]}; use --resize")
         top, left = (h - size[0]) // 2, (w - size[1]) // 2
         return x[..., top : top + size[0], left : left + size[1]]
-    raise ValueError(f"image is {h}x{w} but {size[0]}x{size[1]} is needed; pass --resize or --crop")
+    raise ValueError(f"{name}: image is {h}x{w} but {size[0]}x{size[1]} is needed; pass --resize or --crop")

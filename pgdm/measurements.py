@@ -13,9 +13,10 @@ import torch
 from .io import fit_size, read_image, write_image
 from .operators import Compose, Inpaint, Operator
 from .operators.jpeg import JPEG
+from .operators.jpeg_file import jpeg_frame_shape
 from .operators.quantize import Quantize
 
-__all__ = ["last_operator", "replace_last", "write_measurement", "read_measurement", "mask_path_for"]
+__all__ = ["last_operator", "replace_last", "write_measurement", "read_measurement", "read_mask", "mask_path_for", "measurement_files"]
 
 
 def last_operator(op: Operator) -> Operator:
@@ -31,6 +32,14 @@ def replace_last(op: Operator, new_last: Operator) -> Operator:
 def mask_path_for(path: Path) -> Path:
     """Where ``degrade`` writes the mask of an inpainting measurement ``path``."""
     return path.with_name(path.stem + "_mask.png")
+
+
+def measurement_files(op: Operator, stem: Path) -> list[Path]:
+    """The files :func:`write_measurement` writes for ``stem``: ``stem.jpg``, ``stem.png`` (+ ``stem_mask.png``)."""
+    last = last_operator(op)
+    if isinstance(last, JPEG):
+        return [stem.with_suffix(".jpg")]
+    return [stem.with_suffix(".png")] + ([mask_path_for(stem.with_suffix(".png"))] if isinstance(last, Inpaint) else [])
 
 
 def write_measurement(op: Operator, x: torch.Tensor, y: torch.Tensor, stem: Path) -> list[Path]:
@@ -69,33 +78,75 @@ def read_measurement(
     *,
     mask: Path | None = None,
     fit: str | None = None,
+    to_gray: bool = False,
+    notes: list[str] | None = None,
 ) -> tuple[Operator, torch.Tensor]:
     """Read a degraded file as (operator, y) for restoring clean images of ``image_shape`` = (C, H, W).
 
     ``template`` is the task's operator built for ``image_shape``. A ``.jpg`` for a JPEG task gives its own
-    tables and coefficients; an inpainting task takes ``mask`` (white = observed) or the ``_mask.png``
-    beside the file, else the task's own mask. Image-like measurements must have the size the task
-    produces from ``image_shape``, or be made to fit with ``fit`` ("resize" or "crop"). The result is
-    projected back onto the range of the last operator (y ← h(h†(y)); quantisation snaps to the nearest
-    level), which undoes 8-bit rounding and re-applies the mask.
+    tables and coefficients; its size is checked from the frame header before anything is decoded. An
+    inpainting task needs its mask: ``mask`` (white = observed, black = missing) or the ``<name>_mask.png``
+    that ``pgdm degrade`` writes beside the file. Image-like measurements must have the size the task
+    produces from ``image_shape`` (for SR×F: 1/F of it), or be fitted with ``fit`` ("resize" or "crop"), which
+    is announced in ``notes``, as is a colour → gray conversion (``to_gray``, see :func:`pgdm.io.read_image`).
+    The result is projected back onto the range of the last operator (y ← h(h†(y)); quantisation snaps to
+    the nearest level), which undoes 8-bit rounding and re-applies the mask.
     """
     last = last_operator(template)
     if isinstance(last, JPEG):
-        if path.suffix.lower() not in (".jpg", ".jpeg"):
-            raise ValueError(f"{path}: a JPEG task needs the .jpg file itself, got a {path.suffix or 'suffix-less'} file")
-        jpeg_op, y = JPEG.from_file(path)
-        x = torch.zeros(1, *image_shape)
-        needed = tuple((Compose(template.ops[:-1])(x) if isinstance(template, Compose) else x).shape[1:])
-        got = tuple(jpeg_op.pinv(y).shape[1:])
-        if got != needed:
-            raise ValueError(f"{path}: the JPEG decodes to {got} (C, H, W) but this task needs {needed}; re-save it at that size")
-        return replace_last(template, jpeg_op), y
+        return _read_jpeg_measurement(template, path, image_shape)
     expected = template(torch.zeros(1, *image_shape)).shape
-    y = fit_size(read_image(path, expected[1]), tuple(expected[-2:]), fit)
+    y = read_image(path, expected[1], to_gray=to_gray, notes=notes)
+    y = _fitted(y, tuple(expected[-2:]), fit, path, notes)
     if isinstance(last, Inpaint):
         mask = mask or (mask_path_for(path) if mask_path_for(path).exists() else None)
-        if mask is not None:
-            m = fit_size(read_image(mask, 1), tuple(expected[-2:]), fit) > 0
-            last = Inpaint(m.float())
-            template = replace_last(template, last)
+        if mask is None:
+            raise ValueError(
+                f"{path}: inpainting needs the image's mask (white = observed): pass --mask FILE or put "
+                f"{mask_path_for(path).name} beside it (pgdm degrade writes it)"
+            )
+        last = Inpaint(read_mask(mask, tuple(expected[-2:]), fit))
+        template = replace_last(template, last)
     return template, last.nearest_level(y) if isinstance(last, Quantize) else last(last.pinv(y))
+
+
+def read_mask(path: Path, size: tuple[int, int], fit: str | None = None) -> torch.Tensor:
+    """An inpainting mask file as (1, 1, H, W) float {0, 1}: white (255) = observed, black (0) = missing.
+
+    Gray levels in between are refused rather than thresholded (a mask saved as JPEG, or a soft mask);
+    ``fit`` resizes with nearest-neighbour sampling, which keeps it binary.
+    """
+    m = read_image(path, 1)
+    levels = torch.unique(m)
+    if not bool(((levels == -1) | (levels == 1)).all()):
+        raise ValueError(f"{path}: a mask must be black (missing) and white (observed) only; found {levels.numel()} gray levels")
+    if tuple(m.shape[-2:]) != size:
+        if fit is None:
+            raise ValueError(f"{path}: mask is {m.shape[-2]}x{m.shape[-1]} but {size[0]}x{size[1]} is needed; pass --resize or --crop")
+        m = fit_size(m, size, "crop", str(path)) if fit == "crop" else torch.nn.functional.interpolate(m, size=size, mode="nearest")
+    return (m > 0).float()
+
+
+def _fitted(y: torch.Tensor, size: tuple[int, int], fit: str | None, path: Path, notes: list[str] | None) -> torch.Tensor:
+    h, w = y.shape[-2:]
+    out = fit_size(y, size, fit, str(path))
+    if (h, w) != tuple(size) and notes is not None:
+        notes.append(f"{path}: {h}x{w} {'resized' if fit == 'resize' else 'centre-cropped'} to {size[0]}x{size[1]}")
+    return out
+
+
+def _read_jpeg_measurement(template: Operator, path: Path, image_shape: tuple[int, int, int]) -> tuple[Operator, torch.Tensor]:
+    if path.suffix.lower() not in (".jpg", ".jpeg"):
+        raise ValueError(f"{path}: a JPEG task needs the .jpg file itself, got a {path.suffix or 'suffix-less'} file")
+    x = torch.zeros(1, *image_shape)
+    needed = tuple((Compose(template.ops[:-1])(x) if isinstance(template, Compose) else x).shape[1:])
+    got = jpeg_frame_shape(path)  # from the header: a wrong or absurd size is refused before decoding
+    if got != needed:
+        raise ValueError(
+            f"{path}: the JPEG decodes to {got} (C, H, W) but this task needs {needed}; a JPEG measurement is its "
+            "coefficients, which resizing or colour conversion would change: restore it with a model of that size, "
+            f"or make a matching JPEG from the original (pgdm degrade jpegQ original.png --size {needed[-1]}"
+            f"{' --gray' if needed[0] == 1 else ''} -o DIR)"
+        )
+    jpeg_op, y = JPEG.from_file(path)
+    return replace_last(template, jpeg_op), y

@@ -29,6 +29,7 @@ __all__ = [
     "step_inputs",
     "summarize_samples",
     "SamplingPlan",
+    "NonFiniteError",
     "Restorer",
 ]
 
@@ -206,6 +207,9 @@ def plan_sampling(
         raise ValueError(f"num_samples must be ≥ 1, got {num_samples}")
     batch, device = y.shape[0], y.device
     y = y.to(dtype)
+    finite = y.isfinite().flatten(1).all(1)
+    if not bool(finite.all()):
+        raise ValueError(f"y holds NaN or Inf in image(s) {(~finite).nonzero().flatten().tolist()} of the batch; measurements must be finite")
     op.check_measurement(y)
     seeds = [seed + i for i in range(batch)] if isinstance(seed, int) else [int(s) for s in seed]
     if len(seeds) != batch:
@@ -281,10 +285,32 @@ def run_pigdm(
     return x
 
 
+class NonFiniteError(ArithmeticError):
+    """Sampling produced NaN or Inf for some images.
+
+    Attributes: rows: the indices of the failed images in the batch; result: what ``restore`` would have
+    returned (the failed rows are NaN), so a caller can keep the images that did finish.
+    """
+
+    def __init__(self, rows: list[int], result) -> None:
+        super().__init__(f"sampling produced NaN/Inf for image(s) {rows} of the batch (a diverging model or a non-finite weight)")
+        self.rows, self.result = rows, result
+
+
 def summarize_samples(x: torch.Tensor, num_samples: int, return_std: bool):
-    """(K·B, C, H, W) samples → their per-image mean in [-1, 1] (and per-pixel std across the K samples)."""
-    x = x.clamp(-1, 1).unflatten(0, (num_samples, -1))  # (K, B, C, H, W)
+    """(K·B, C, H, W) samples → their per-image mean in [-1, 1] (and per-pixel std across the K samples).
+
+    Raises :class:`NonFiniteError` when an image's samples hold NaN or Inf (one host sync, after the loop).
+    """
+    x = x.unflatten(0, (num_samples, -1))  # (K, B, C, H, W)
+    finite = x.isfinite().flatten(2).all(2).all(0)  # (B,)
+    x = x.clamp(-1, 1)
     mean = x.mean(0)
+    if not bool(finite.all()):
+        rows = (~finite).nonzero().flatten().tolist()
+        mean[~finite] = float("nan")
+        std = x.std(0, unbiased=False) if num_samples > 1 else torch.zeros_like(mean)
+        raise NonFiniteError(rows, (mean, std) if return_std else mean)
     if not return_std:
         return mean
     return mean, (x.std(0, unbiased=False) if num_samples > 1 else torch.zeros_like(mean))

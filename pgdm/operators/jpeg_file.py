@@ -8,7 +8,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["JpegFileData", "read_jpeg_coefficients"]
+__all__ = ["JpegFileData", "read_jpeg_coefficients", "jpeg_frame_shape", "MAX_JPEG_PIXELS"]
+
+# Frames larger than this are refused from their header, before libjpeg allocates anything (Pillow's bomb limit).
+MAX_JPEG_PIXELS = 89_478_485
 
 # Start-of-frame markers libjpeg's coefficient reader handles here: baseline, extended and progressive Huffman.
 _SOF_SUPPORTED = {0xC0: "baseline", 0xC1: "extended sequential", 0xC2: "progressive"}
@@ -69,15 +72,38 @@ def _frame_header(path: str, data: bytes) -> tuple[int, int, int, int, list[tupl
     raise _fail(path, "truncated JPEG (no image data)")
 
 
-def read_jpeg_coefficients(path: str | os.PathLike) -> JpegFileData:
-    """Read and validate ``path``; raise ``ValueError("<file>: <problem>")`` for what the operator cannot model."""
-    path = os.fspath(path)
+def _read(path: str) -> bytes:
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            return f.read()
     except OSError as e:
         raise _fail(path, f"cannot read file ({e.strerror})") from None
+
+
+def _checked_frame(path: str, data: bytes) -> tuple[int, int, int, list[tuple[int, int]], int]:
+    """The frame header, with the claimed size checked against :data:`MAX_JPEG_PIXELS` and the format's limits."""
     _, precision, height, width, sampling, sos = _frame_header(path, data)
+    if height == 0 or width == 0:
+        raise _fail(path, f"JPEG frame header gives a {height}x{width} image (DNL-defined heights are not supported)")
+    if height * width > MAX_JPEG_PIXELS:
+        raise _fail(path, f"JPEG frame header claims {height}x{width} = {height * width} pixels, over the limit of {MAX_JPEG_PIXELS}")
+    return precision, height, width, sampling, sos
+
+
+def jpeg_frame_shape(path: str | os.PathLike) -> tuple[int, int, int]:
+    """(C, H, W) of a JPEG file from its frame header alone (no decoding); ValueError naming the file otherwise."""
+    path = os.fspath(path)
+    _, height, width, sampling, _ = _checked_frame(path, _read(path))
+    return len(sampling), height, width
+
+
+def read_jpeg_coefficients(path: str | os.PathLike) -> JpegFileData:
+    """Read and validate ``path``; raise ``ValueError("<file>: <problem>")`` for what the operator cannot model.
+
+    The frame header is checked (size limit included) before libjpeg decodes anything."""
+    path = os.fspath(path)
+    data = _read(path)
+    precision, height, width, sampling, sos = _checked_frame(path, data)
     if precision != 8:
         raise _fail(path, f"{precision}-bit JPEG is not supported (8-bit samples only)")
     if len(sampling) not in (1, 3):
