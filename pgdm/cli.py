@@ -98,13 +98,13 @@ def _prepare(path: Path, name: str, index: int, args, template: Operator, shape:
     return Item(name, path, seed, op, y, None)
 
 
-def _split_masks(paths: list[Path], template: Operator, simulate: bool) -> tuple[list[Path], set[Path]]:
-    """(images, masks): for an inpainting task on measurement files, ``X_mask.png`` beside an input ``X.*`` is X's mask."""
+def _images_without_masks(paths: list[Path], template: Operator, simulate: bool) -> list[Path]:
+    """The images to restore: for an inpainting task on measurement files, ``X_mask.png`` beside an input ``X.*``
+    is X's mask, not an image; for every other task each file is an image."""
     if simulate or not isinstance(last_operator(template), Inpaint):
-        return paths, set()
+        return paths
     stems = {(p.parent, p.stem) for p in paths}
-    masks = {p for p in paths if p.stem.endswith("_mask") and (p.parent, p.stem[: -len("_mask")]) in stems}
-    return [p for p in paths if p not in masks], masks
+    return [p for p in paths if not (p.stem.endswith("_mask") and (p.parent, p.stem[: -len("_mask")]) in stems)]
 
 
 def _model_files(model: str) -> list[Path]:
@@ -124,12 +124,11 @@ def restore_files(args) -> int:
         raise ValueError("this model has no fixed image size: pass --size")
     shape = (denoiser.channels, size, size)
     template = parse(args.task, shape, seed=args.seed)
-    images, masks = _split_masks(paths, template, args.simulate)
+    images = _images_without_masks(paths, template, args.simulate)
     names = output_names(images)
     folder = OutputFolder(args.output, [*paths, *([args.mask] if args.mask else []), *_model_files(args.model)])
     targets = {p: folder.path(f"{names[p]}.png") for p in images}
-    if args.num_samples > 1:
-        stds = {p: folder.path(f"{names[p]}_std.png") for p in images}
+    stds = {p: folder.path(f"{names[p]}_std.png") for p in images} if args.num_samples > 1 else {}
     if args.grid:
         OutputFolder(Path(args.grid).parent, [*paths, *targets.values()]).path(Path(args.grid).name)
     metrics = MetricsFile(folder.path("metrics.json"))
