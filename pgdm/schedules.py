@@ -52,7 +52,7 @@ def timesteps(steps: int, T: int = 1000, start: int | None = None) -> torch.Tens
     ``start < T−1`` is the SDEdit/CCDF partial start used by ΠGDM for super-resolution (App. B.1).
     Returns: (steps,) int64, strictly decreasing, last element 0.
     """
-    steps, start = validate.positive_int("steps", steps), T - 1 if start is None else validate.non_negative_int("start_step", start)
+    steps, start = validate.integer("steps", steps), T - 1 if start is None else validate.integer("start_step", start)
     if not 0 <= start < T:
         raise ValueError(f"start step must be in [0, {T - 1}], got {start}")
     if not 1 <= steps <= start + 1:

@@ -7,7 +7,7 @@ import math
 import numbers
 import operator
 
-__all__ = ["ArgumentTypeError", "integer", "positive_int", "non_negative_int", "seeds", "real_in_range"]
+__all__ = ["ArgumentTypeError", "integer", "positive_int", "seeds", "real_in_range", "non_negative_real"]
 
 
 class ArgumentTypeError(TypeError, ValueError):
@@ -34,14 +34,6 @@ def positive_int(name: str, value: object) -> int:
     return n
 
 
-def non_negative_int(name: str, value: object) -> int:
-    """``value`` as an int ≥ 0 (an index: a start step)."""
-    n = integer(name, value)
-    if n < 0:
-        raise ValueError(f"{name} must be an integer ≥ 0, got {n}")
-    return n
-
-
 def seeds(seed: object, batch: int) -> list[int]:
     """One int seed per image: an int gives seed, seed + 1, …; a sequence must hold ``batch`` ints."""
     if isinstance(seed, (str, bytes)) or not hasattr(seed, "__iter__") or getattr(seed, "ndim", 1) == 0:
@@ -60,4 +52,14 @@ def real_in_range(name: str, value: object, lo: float, hi: float) -> float:
     v = float(value)  # type: ignore[arg-type]
     if math.isnan(v) or not lo <= v <= hi:
         raise ValueError(f"{name} must be in [{lo:g}, {hi:g}], got {v}")
+    return v
+
+
+def non_negative_real(name: str, value: object) -> float:
+    """``value`` as a finite float ≥ 0 (a regularisation weight, a noise level); NaN and ±inf are refused."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) and not hasattr(value, "__float__"):
+        raise ArgumentTypeError(f"{name} must be a finite number ≥ 0, got {type(value).__name__} {value!r}")
+    v = float(value)  # type: ignore[arg-type]
+    if not (math.isfinite(v) and v >= 0):
+        raise ValueError(f"{name} must be a finite number ≥ 0, got {v}")
     return v
