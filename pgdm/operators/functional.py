@@ -71,8 +71,9 @@ def kernel_spectrum(kernel: torch.Tensor, height: int, width: int) -> torch.Tens
 
 
 def numerical_rtol(n: int, dtype: torch.dtype) -> float:
-    """n·eps of ``dtype``: the relative cutoff below which a numerical pseudo-inverse of an n×n matrix zeroes
-    singular values (``torch.linalg.pinv``'s default ``rtol = max(m, n)·eps``); smaller ones are rounding noise."""
+    """n·eps of ``dtype``: the relative cutoff below which a numerical pseudo-inverse zeroes singular values, n the
+    length over which rounding accumulates (``torch.linalg.pinv``'s default ``rtol = max(m, n)·eps`` for a dense
+    m×n matrix; the longer side of a 2-D FFT for a blur spectrum); smaller values are rounding noise."""
     return n * torch.finfo(dtype).eps
 
 

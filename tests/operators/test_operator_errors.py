@@ -118,6 +118,7 @@ def _psnr(a, b):
         (lambda: Blur.uniform(9), 32),  # no exact spectral zeros on 32×32: the smallest |K̂| is 2.9e-4 of the largest
         (lambda: Blur.uniform(9), 12),  # exact zeros at k = 4, 8
         (lambda: Blur.gaussian(9, 2.0), 16),  # a tail far below rounding level
+        (lambda: Blur.gaussian(15, 3.0), 32),
         (lambda: Blur.motion(7, seed=2), (9, 10)),
     ],
 )
@@ -126,7 +127,7 @@ def test_blur_pinv_is_the_dense_numerical_pseudoinverse(make, size):
     op = make().double()
     H = dense(op, (1, h, w))
     y = op(torch.rand(3, 1, h, w, dtype=torch.float64) * 2 - 1) + 0.01 * torch.randn(3, 1, h, w, dtype=torch.float64)
-    expected = y.flatten(1) @ torch.linalg.pinv(H).T  # default rtol: max(m, n)·eps
+    expected = y.flatten(1) @ torch.linalg.pinv(H).T  # default rtol max(m, n)·eps: no |K̂| lies between it and Blur's
     torch.testing.assert_close(op.pinv(y).flatten(1), expected, rtol=0, atol=1e-8 * float(expected.abs().max()))
 
 
@@ -138,6 +139,19 @@ def test_noiseless_uniform9_measurement_is_inverted():
     assert _psnr(op64.pinv(op64(x.double())), x.double()) > 200
     truncated = Blur(torch.full((9, 9), 1 / 81), rtol=1e-3)  # the 32 frequencies below 1e-3 of the largest are dropped
     assert _psnr(truncated.pinv(truncated(x)), x) < 50
+
+
+def test_default_cutoff_scales_with_the_longer_side():
+    from pgdm.operators.functional import kernel_spectrum
+
+    # 256×256 float32: the box blur's 33024 rfft frequencies reach 4.5e-6 of the largest; max(H, W)·eps = 3.1e-5
+    # zeroes only those below it (34), where the dense rule H·W·eps = 7.8e-3 would zero 11548.
+    ratio = kernel_spectrum(torch.full((9, 9), 1 / 81, dtype=torch.float64), 256, 256).abs()
+    ratio = ratio / ratio.max()
+    op = Blur.uniform(9)
+    y_hat = torch.fft.rfft2(op.pinv(op(torch.randn(1, 1, 256, 256))))
+    zeroed = int((y_hat.abs() < 1e-6 * float(y_hat.abs().max())).sum())
+    assert zeroed == int((ratio <= 256 * torch.finfo(torch.float32).eps).sum()) == 34
 
 
 def test_blur_rtol_is_checked():
