@@ -15,6 +15,7 @@ import torch
 from . import schedules, validate
 from .denoiser import Denoiser
 from .operators.base import Operator
+from .operators.checks import check_measurement_fits
 from .rng import gaussian_no_sync, stream_keys
 from .units import sigma_to_model
 
@@ -206,6 +207,8 @@ def plan_sampling(
     batch, device = y.shape[0], y.device
     y = y.to(dtype)
     op.check_measurement(y)
+    if denoiser.image_size is not None:
+        check_measurement_fits(op, y, (denoiser.channels, denoiser.image_size, denoiser.image_size))
     seeds = validate.seeds(seed, batch)
     sigma = torch.as_tensor(sigma_y, dtype=torch.float64).flatten()
     if sigma.numel() == 1:

@@ -81,3 +81,10 @@ def test_schedules_validate_counts():
     with pytest.raises(validate.ArgumentTypeError, match="T must be an integer"):
         schedules.linear(1000.0)
     assert schedules.timesteps(np.int64(4), 1000).tolist() == [999, 666, 333, 0]
+
+
+def test_measurement_of_the_wrong_size_names_both_sizes(denoiser):
+    op = SuperResolution(4)  # built for no size: h† of a 7×7 y would be a 28×28 image
+    with pytest.raises(ValueError, match=r"sr4-pool: the measurement has shape \(1, 1, 7, 7\), but the model's 8×8 images give measurements of shape \(1, 1, 2, 2\)") as err:
+        Restorer(denoiser, steps=2).restore(torch.zeros(1, 1, 7, 7), op)
+    _one_line(err)
