@@ -12,7 +12,7 @@ from pgdm.engine import Engine, EngineConfig
 from pgdm.ops import Inpaint, SuperResolution, random_pixel_mask
 from pgdm.serve import Closed, DynamicBatcher, EnginePool, QueueFull, SamplingError
 
-STEPS = 3
+STEPS = 2
 
 
 def _images(n, seed, dtype=torch.float32):

@@ -91,8 +91,9 @@ def test_concurrent_clients_batched_none_lost(degraded, start_server):
     assert batches < 32 and batches - single > 0, text  # fewer batches than requests, some larger than 1
     assert metric(text, "pgdm_requests_total", endpoint="/v1/restore", status="200") == 32
     assert metric(text, "pgdm_queue_depth") == 0 and metric(text, "pgdm_requests_in_flight") == 0
-    for seed, got in answers.items():
-        assert len(got) == 1 and got[0].status_code == 200, got
+    assert all(len(got) == 1 and got[0].status_code == 200 for got in answers.values()), answers
+    for seed in range(0, 32, 4):
+        got = answers[seed]
         alone = post(server.url, "sr2", image, seed=seed)  # batch 1
         # batched rows differ from batch 1 by the network's float32 rounding: at most one 8-bit level
         diff = np.abs(pixels(got[0].content).astype(int) - pixels(alone.content).astype(int))
