@@ -4,6 +4,7 @@ import contextlib
 import json
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import torch
@@ -67,7 +68,11 @@ def start_server(model_path):
 
         def start(steps: int = STEPS, **fields) -> BackgroundServer:
             config = ServeConfig(engine=EngineConfig(steps=steps), **fields)
-            return stack.enter_context(BackgroundServer(create_app(load_model(model_path), config)))
+            server = stack.enter_context(BackgroundServer(create_app(load_model(model_path), config)))
+            for _ in range(100_000):  # warm-up runs on its own thread (a no-op for the eager backend)
+                if httpx.get(f"{server.url}/readyz").status_code == 200:
+                    return server
+            raise AssertionError(f"the server never became ready: {httpx.get(f'{server.url}/readyz').text}")
 
         yield start
 
