@@ -101,7 +101,8 @@ class _Guard:
         try:
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
             if cfg.token is not None and path.startswith(PROTECTED) and not _token_ok(headers.get("authorization", ""), cfg.token):
-                return await _error(401, "missing or wrong bearer token (send 'Authorization: Bearer TOKEN')", {"WWW-Authenticate": "Bearer"})(scope, receive, send_counted)
+                refusal = _error(401, "missing or wrong bearer token (send 'Authorization: Bearer TOKEN')", {"WWW-Authenticate": "Bearer"})
+                return await refusal(scope, receive, send_counted)
             length = headers.get("content-length", "")
             if length.isdigit() and int(length) > cfg.max_body_bytes:
                 return await _error(413, f"request body of {length} bytes is over the limit of {cfg.max_body_bytes}")(scope, receive, send_counted)
@@ -137,8 +138,9 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-def _one_line(err: Exception) -> str:
-    return " ".join(str(err).split()) or type(err).__name__
+def _one_line(message: object) -> str:
+    """An error message (an exception or text) on one line."""
+    return " ".join(str(message).split()) or type(message).__name__
 
 
 def create_app(denoiser: Denoiser, config: ServeConfig | None = None) -> FastAPI:
@@ -168,7 +170,7 @@ def create_app(denoiser: Denoiser, config: ServeConfig | None = None) -> FastAPI
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
-        return _error(err.status_code, _one_line(Exception(err.detail)), getattr(err, "headers", None))
+        return _error(err.status_code, _one_line(err.detail), getattr(err, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, err: RequestValidationError) -> JSONResponse:

@@ -23,7 +23,9 @@ class ServerMetrics:
         self.latency = Histogram(
             "pgdm_request_seconds", "Time from receiving a request to its answer", ("endpoint",), buckets=LATENCY_BUCKETS, registry=self.registry
         )
-        self.batch_size = Histogram("pgdm_batch_size", "Rows (images × samples) per batch run by the engine", buckets=BATCH_BUCKETS, registry=self.registry)
+        self.batch_size = Histogram(
+            "pgdm_batch_size", "Rows (images × samples) per batch run by the engine", buckets=BATCH_BUCKETS, registry=self.registry
+        )
         self.in_flight = Gauge("pgdm_requests_in_flight", "Restore requests received and not yet answered", registry=self.registry)
         self.queue_depth = Gauge("pgdm_queue_depth", "Restore requests waiting for a batch", registry=self.registry)
         self.queue_depth.set_function(queue_depth)
