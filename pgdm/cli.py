@@ -1,4 +1,4 @@
-"""The ``pgdm`` command line: ``restore``, ``degrade``, ``demo``, ``train``, ``convert``."""
+"""The ``pgdm`` command line: ``restore``, ``degrade``, ``demo``, ``train``, ``convert``, ``export``, ``serve``."""
 from __future__ import annotations
 
 import argparse
@@ -14,11 +14,12 @@ from tqdm import tqdm
 
 from pgdm.engine import StepCompileError, restorer
 
+from . import serve
 from . import train as train_cmd
 from .grids import measurement_view, write_grid
 from .io import fit_size, list_images, read_image, write_image
 from .measurements import last_operator, measurement_files, read_measurement, write_measurement
-from .metrics import psnr, ssim
+from .metrics import consistency_rms, psnr, ssim
 from .operators import GaussianNoise, Inpaint, Operator, parse, spec_help
 from .outputs import MetricsFile, OutputFolder, output_names
 from .sampler import NonFiniteError
@@ -173,7 +174,7 @@ def restore_files(args) -> int:
         seconds = (time.perf_counter() - start) / len(batch)
         step_bar.close()
         x, std = result if args.num_samples > 1 else (result, None)
-        residual = (op(x) - y).flatten(1).norm(dim=1) / (y[0].numel() ** 0.5)  # RMS of h(x̂) − y
+        residual = consistency_rms(op, x, y)
         baseline = op.pinv(y).clamp(-1, 1)
         last = last_operator(op)
         entries = {}
@@ -400,6 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noisy", action="store_true", help="take per-image sigma_y2 (the noisy guidance)")
     p.add_argument("--seed", type=int, default=0, help="seed for random masks and kernels in TASK")
     p.set_defaults(run=_export)
+
+    serve.add_parser(sub)
     return parser
 
 

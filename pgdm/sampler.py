@@ -14,6 +14,7 @@ import torch
 
 from . import schedules, validate
 from .denoiser import Denoiser
+from .interop import accepts_arrays
 from .operators.base import Operator
 from .operators.checks import check_measurement_fits
 from .rng import gaussian_no_sync, stream_keys
@@ -346,6 +347,7 @@ class Restorer:
         self.denoiser, self.steps, self.eta, self.start_step = denoiser, steps, eta, start_step
         self.clip_denoised = clip_denoised
 
+    @accepts_arrays
     @torch.no_grad()
     def restore(
         self,
@@ -362,7 +364,8 @@ class Restorer:
         """Restore x from y = h(x) (+ N(0, σ_y²)).
 
         Args:
-            y: (B, …) measurement as produced by ``op`` (on the device to run on).
+            y: (B, …) measurement as produced by ``op`` (on the device to run on), or any DLPack array
+                (NumPy, CuPy, JAX): then the results come back as that array type (``pgdm.interop``).
             op: the measurement operator h (``pgdm.ops``).
             sigma_y: measurement noise std on the [0, 1] pixel scale, as the paper states it (0.05), while y
                 itself is on the [-1, 1] scale (``pgdm.ops.GaussianNoise`` takes the same unit); a float or one per
