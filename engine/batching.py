@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Hashable, Sequence
 
 import torch
 
-from pgdm.sampler import SamplingPlan, summarize_samples
+from pgdm.sampler import NonFiniteError, SamplingPlan, summarize_samples
 
 from .operators import concat_operators, operator_signature, pad_operator, slice_operator
 
@@ -130,6 +130,15 @@ class RestoreRequest:
     return_std: bool = False
 
 
+def _summary(x: torch.Tensor, request: RestoreRequest, raise_non_finite: bool):
+    try:
+        return summarize_samples(x, request.num_samples, request.return_std)
+    except NonFiniteError as err:
+        if raise_non_finite:
+            raise
+        return err
+
+
 class RestoreQueue:
     """Collects restore requests and runs them in batches; ``run()`` returns results in submission order.
 
@@ -159,8 +168,14 @@ class RestoreQueue:
         return len(self.requests)
 
     @torch.no_grad()
-    def run(self) -> list:
-        """Run every queued request and empty the queue. Returns one result per request, in order."""
+    def run(self, non_finite: str = "raise") -> list:
+        """Run every queued request and empty the queue. Returns one result per request, in order.
+
+        A request whose samples hold NaN/Inf raises :class:`pgdm.sampler.NonFiniteError` (``non_finite="raise"``)
+        or has that exception as its result (``"return"``), so the other requests of its batch keep theirs.
+        """
+        if non_finite not in ("raise", "return"):
+            raise ValueError(f"non_finite must be 'raise' or 'return', got {non_finite!r}")
         requests, self.requests = self.requests, []
         plans = [self.engine.plan(r.y, r.op, r.sigma_y, r.seed, r.class_labels, num_samples=r.num_samples) for r in requests]
         xs: list[torch.Tensor | None] = [None] * len(requests)
@@ -173,7 +188,7 @@ class RestoreQueue:
                 groups.setdefault(group_key(plan), []).append(i)
             for members in groups.values():
                 self._run_group([plans[i] for i in members], members, xs)
-        return [summarize_samples(x, r.num_samples, r.return_std) for x, r in zip(xs, requests)]
+        return [_summary(x, r, non_finite == "raise") for x, r in zip(xs, requests)]
 
     def _run(self, plan: SamplingPlan) -> torch.Tensor:
         self.batches_run.append(plan.x_init.shape[0])

@@ -27,6 +27,7 @@ from pgdm.engine import Engine, EngineConfig
 from pgdm.interop import like, to_tensor
 from pgdm.metrics import consistency_rms
 from pgdm.operators import Operator
+from pgdm.sampler import NonFiniteError
 
 __all__ = ["EnginePool", "DynamicBatcher", "RestoreResult", "QueueFull", "Closed", "SamplingError"]
 
@@ -254,8 +255,11 @@ class DynamicBatcher:
             for job in jobs:
                 self._run_isolated(engine, [job])
             return
-        for job, (mean, std) in zip(jobs, results):
-            self._finish(job, mean, std, run_s)
+        for job, result in zip(jobs, results):
+            if isinstance(result, NonFiniteError):  # this request only: the others of the batch finished
+                job.future.set_exception(SamplingError(f"sampling produced NaN for this request (seed {job.seed}); try another seed or fewer steps"))
+            else:
+                self._finish(job, *result, run_s)
 
     @torch.no_grad()
     def _run_queue(self, engine: Engine, jobs: list[_Job]) -> tuple[list, float]:
@@ -265,7 +269,7 @@ class DynamicBatcher:
         started = time.perf_counter()
         for job in jobs:
             job.started = started
-        results = queue.run()
+        results = queue.run(non_finite="return")
         run_s = time.perf_counter() - started
         self._last_run_s = run_s
         if self.on_batch is not None:
@@ -274,9 +278,6 @@ class DynamicBatcher:
         return results, run_s
 
     def _finish(self, job: _Job, mean: torch.Tensor, std: torch.Tensor, run_s: float) -> None:
-        if not bool(torch.isfinite(mean).all()):
-            job.future.set_exception(SamplingError(f"sampling produced NaN for this request (seed {job.seed}); try another seed or fewer steps"))
-            return
         rms = consistency_rms(job.op, mean, job.y).tolist()
         out = RestoreResult(like(mean, job.caller), like(std, job.caller) if job.return_std else None, rms, job.started - job.submitted, run_s)
         job.future.set_result(out)

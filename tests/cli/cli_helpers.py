@@ -10,7 +10,7 @@ from pathlib import Path
 from pgdm.cli import main
 
 PGDM = str(Path(sys.executable).parent / "pgdm")
-SIZE = 16
+from tiny_model import SIZE
 
 
 @dataclass

@@ -17,7 +17,7 @@ from pgdm.operators import JPEG
 
 
 def test_help_everywhere():
-    for cmd in ([], ["restore"], ["degrade"], ["demo"], ["train"], ["convert"], ["export"]):
+    for cmd in ([], ["restore"], ["degrade"], ["demo"], ["train"], ["convert"], ["export"], ["serve"]):
         proc = run(*cmd, "--help")
         assert "usage: pgdm" in proc.stdout and "example" in proc.stdout
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import STEPS, metric
+from serve_helpers import STEPS, metric
 from pgdm.cli import main as pgdm_main
 
 CLIENT_TIMEOUT = 1800  # an upper bound for a stuck server, never reached by a working one

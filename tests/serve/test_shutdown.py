@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from conftest import metric
+from serve_helpers import metric
 
 PGDM = str(Path(sys.executable).parent / "pgdm")
 
