@@ -4,7 +4,7 @@ example of ``pgdm ... --help``.
 Python blocks run with this interpreter (the project's venv) as a script in a fresh working directory holding a
 copy of the bundled demo images at their repository path (``pgdm/assets/demo/``), with ``-P`` so that folder
 never shadows the installed package; bash blocks run there too, under ``bash -e -o pipefail``, with the
-interpreter's bin folder first on PATH. A block whose previous non-blank line is ``<!-- skip: REASON -->`` is
+interpreter's bin folder first on PATH (and one OpenMP thread unless OMP_NUM_THREADS is set). A block whose previous non-blank line is ``<!-- skip: REASON -->`` is
 reported as skipped with that reason; ``<!-- slow -->`` marks it ``slow``.
 """
 from __future__ import annotations
@@ -85,6 +85,7 @@ def workdir(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("block", [_param(b) for b in ALL_BLOCKS])
 def test_code_block_runs(block: Block, workdir: Path):
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}", PYTHONSAFEPATH="1")
+    env.setdefault("OMP_NUM_THREADS", "1")  # tiny blocks: one thread, no OpenMP barrier stalls on a shared machine
     if block.lang == "python":
         (workdir / "block.py").write_text(block.code)
         command = [sys.executable, "-P", "block.py"]
