@@ -4,8 +4,9 @@ example of ``pgdm ... --help``.
 Python blocks run with this interpreter (the project's venv) as a script in a fresh working directory holding a
 copy of the bundled demo images at their repository path (``pgdm/assets/demo/``), with ``-P`` so that folder
 never shadows the installed package; bash blocks run there too, under ``bash -e -o pipefail``, with the
-interpreter's bin folder first on PATH (and one OpenMP thread unless OMP_NUM_THREADS is set). A block whose previous non-blank line is ``<!-- skip: REASON -->`` is
-reported as skipped with that reason; ``<!-- slow -->`` marks it ``slow``.
+interpreter's bin folder first on PATH, and both with one OpenMP thread unless OMP_NUM_THREADS is set. A block
+whose previous non-blank line is ``<!-- skip: REASON -->`` is reported as skipped with that reason;
+``<!-- slow -->`` marks it ``slow``.
 """
 from __future__ import annotations
 
