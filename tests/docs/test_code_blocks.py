@@ -2,7 +2,7 @@
 example of ``pgdm ... --help``.
 
 Python blocks run with this interpreter (the project's venv) as a script in a fresh working directory holding a
-copy of the bundled demo images at their repository path (``pgdm/assets/demo/``), with ``-P`` so that folder
+copy of the bundled demo images at their repository path (``pgdm/assets/demo/``), with ``-I`` so that folder
 never shadows the installed package; bash blocks run there too, under ``bash -e -o pipefail``, with the
 interpreter's bin folder first on PATH, and both with one OpenMP thread unless OMP_NUM_THREADS is set. A block
 whose previous non-blank line is ``<!-- skip: REASON -->`` is reported as skipped with that reason;
@@ -89,7 +89,7 @@ def test_code_block_runs(block: Block, workdir: Path):
     env.setdefault("OMP_NUM_THREADS", "1")  # tiny blocks: one thread, no OpenMP barrier stalls on a shared machine
     if block.lang == "python":
         (workdir / "block.py").write_text(block.code)
-        command = [sys.executable, "-P", "block.py"]
+        command = [sys.executable, "-I", "block.py"]  # -I: neither the cwd nor the script folder on sys.path
     else:
         command = ["bash", "-e", "-o", "pipefail", "-c", block.code]
     done = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=HANG_GUARD_S)
