@@ -2,7 +2,7 @@
 
 ``pgdm.engine.restorer(denoiser, backend="eager" | "compile" | "cudagraph", precision=..., steps=...)``
 returns an :class:`Engine` whose ``restore`` is a drop-in for :meth:`pgdm.Restorer.restore`;
-``engine.queue()`` batches mixed requests. See the README's "Engine" section.
+``engine.queue()`` batches mixed requests. Reference: docs/engine.md.
 """
 from .batching import RestoreQueue, RestoreRequest
 from .compile import StepCompileError

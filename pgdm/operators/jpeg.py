@@ -55,7 +55,7 @@ class JPEG(Operator):
 
     h(h†(y)) = y is exact for every y that h produces whenever re-encoding the decoded pixels reproduces
     the coefficients; JPEG is not exactly idempotent in general (pixel rounding, clamping and fancy
-    upsampling move a few coefficients), see README "JPEG, quantization and low dynamic range".
+    upsampling move a few coefficients), see docs/jpeg.md.
     Non-linear: ``linear = False``, so the sampler rejects σ_y > 0.
 
     Example:

@@ -146,6 +146,6 @@ def _build_one(part: str, shape: tuple[int, ...], seed: int) -> Operator:
 
 
 def spec_help() -> str:
-    """One line per spec form, for the README and ``--help``."""
+    """One line per spec form, for docs/operators.md and ``--help``."""
     return "\n".join(h for _, _, h in _TABLE)
 

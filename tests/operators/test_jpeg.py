@@ -1,6 +1,6 @@
 """JPEG operator: agreement with libjpeg (Pillow, jpeglib), range consistency, files, composition, bad input.
 
-Measured agreement (also in README_jpeg.md): h†(h(x)) equals Pillow's save+load pixel for pixel — PSNR ∞
+Measured agreement (also in benchmarks/RESULTS.md): h†(h(x)) equals Pillow's save+load pixel for pixel — PSNR ∞
 — for the six photos at every quality 5…90 and every subsampling, on awkward sizes; h(x) equals the
 coefficients libjpeg writes, and h† of a file's coefficients equals Pillow's decode of the file.
 """
@@ -138,7 +138,7 @@ def test_range_consistency_exact(subsampling, quality):
 # Fraction of y entries that re-encoding the decoded image moves, on the six photos (37×45 crops):
 # measured 4:2:0 0.082 % (q10), 0.67 % (q50), 2.37 % (q90); 4:4:4 0.081 %, 0.75 %, 2.45 %. Bounds ≈ 1.6–2.5×. Causes: decoded samples clamped to
 # 0..255, 8-bit rounding against steps of 1–2 (q ≥ 90), and for 4:2:0 fancy upsampling followed by 2×2
-# averaging (a [1 6 1]/8 blur of chroma). README_jpeg.md has the full table.
+# averaging (a [1 6 1]/8 blur of chroma). benchmarks/RESULTS.md has the full table.
 RATE_BOUNDS = {("420", 10): 0.002, ("420", 50): 0.012, ("420", 90): 0.04, ("444", 10): 0.002, ("444", 50): 0.012, ("444", 90): 0.04}
 
 
