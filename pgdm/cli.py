@@ -392,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Write the ΠGDM step (network + input-only VJP + h, h† + update) for TASK as an ONNX graph\n"
                        "with static shapes, load it in ONNX Runtime, and print its inputs (needs pip install 'pgdm[onnx]').",
                        epilog=tasks + "\n\nexample:\n  pgdm export sr4 -o sr4_b8.onnx --batch-size 8\n"
-                       "  trtexec --onnx=sr4_b8.onnx   # a TensorRT engine from it (not tested here)")  # fmt: skip
+                       "  trtexec --onnx=sr4_b8.onnx   # a TensorRT engine from it (TensorRT's own tool)")  # fmt: skip
     p.add_argument("task", help="operator spec (its parameters become constants of the graph)")
     p.add_argument("-o", "--output", required=True, help="the .onnx file to write")
     p.add_argument("--model", default="default", help="'default', a checkpoint (.pt/.safetensors) or a diffusers folder")
