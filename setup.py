@@ -5,7 +5,7 @@ setup(
     version="0.1.0",
     description="Pseudoinverse-guided diffusion models (ΠGDM): fast image restoration with one pretrained diffusion model",
     python_requires=">=3.10",
-    packages=["pgdm", "pgdm.operators", "pgdm.models", "pgdm.kernels", "pgdm.engine", "pgdm.export"],
+    packages=["pgdm", "pgdm.methods", "pgdm.operators", "pgdm.models", "pgdm.kernels", "pgdm.engine", "pgdm.export"],
     package_dir={
         "pgdm": "pgdm",
         "pgdm.kernels": "kernels",

@@ -18,6 +18,8 @@ class Colorize(LinearOperator):
         torch.Size([1, 1, 4, 4])
     """
 
+    keyed_by_content = True
+
     def __init__(self, channels: int = 3) -> None:
         super().__init__()
         if channels < 2:
