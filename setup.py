@@ -5,7 +5,7 @@ setup(
     version="0.1.0",
     description="Pseudoinverse-guided diffusion models (ΠGDM): fast image restoration with one pretrained diffusion model",
     python_requires=">=3.10",
-    packages=["pgdm", "pgdm.methods", "pgdm.operators", "pgdm.models", "pgdm.kernels", "pgdm.engine", "pgdm.export"],
+    packages=["pgdm", "pgdm.methods", "pgdm.operators", "pgdm.models", "pgdm.bench", "pgdm.kernels", "pgdm.engine", "pgdm.export"],
     package_dir={
         "pgdm": "pgdm",
         "pgdm.kernels": "kernels",
@@ -26,7 +26,9 @@ setup(
         "diffusers": ["diffusers>=0.27"],
         "triton": ["triton>=3.0"],
         "onnx": ["onnx>=1.16", "onnxscript>=0.3", "onnxruntime>=1.18"],
+        "bench": ["matplotlib>=3.7"],
         "dev": [
+            "matplotlib>=3.7",
             "pytest>=8",
             "scipy>=1.10",
             "jpeglib>=1.0",

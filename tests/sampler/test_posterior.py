@@ -13,7 +13,7 @@ import torch
 
 import pgdm.methods.pigdm as pigdm_method
 import pgdm.sampler as sampler
-from analytic import GaussianMixtureEps, gmm_posterior
+from pgdm.analytic import GaussianMixtureEps, gmm_posterior
 from pgdm import Denoiser, schedules
 from pgdm.ops import Inpaint, SuperResolution, center_box_mask
 from pgdm.units import sigma_to_pixel

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import pgdm
-from analytic import GaussianMixtureEps
+from pgdm.analytic import GaussianMixtureEps
 from pgdm import Denoiser, Restorer, schedules
 from pgdm.ops import Inpaint, Operator, SuperResolution, center_box_mask
 from pgdm.rng import gaussian_no_sync, stream_keys
