@@ -5,7 +5,7 @@ setup(
     version="0.1.0",
     description="Pseudoinverse-guided diffusion models (ΠGDM): fast image restoration with one pretrained diffusion model",
     python_requires=">=3.10",
-    packages=["pgdm", "pgdm.operators", "pgdm.models", "pgdm.kernels", "pgdm.engine", "pgdm.export", "pgdm.serve"],
+    packages=["pgdm", "pgdm.methods", "pgdm.operators", "pgdm.models", "pgdm.bench", "pgdm.kernels", "pgdm.engine", "pgdm.export", "pgdm.serve"],
     package_dir={
         "pgdm": "pgdm",
         "pgdm.kernels": "kernels",
@@ -28,7 +28,9 @@ setup(
         "onnx": ["onnx>=1.16", "onnxscript>=0.3", "onnxruntime>=1.18"],
         "serve": ["fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9", "prometheus-client>=0.20"],
         "cupy": ["cupy-cuda12x>=13"],
+        "bench": ["matplotlib>=3.7"],
         "dev": [
+            "matplotlib>=3.7",
             "pytest>=8",
             "scipy>=1.10",
             "jpeglib>=1.0",

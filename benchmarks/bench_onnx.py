@@ -19,7 +19,7 @@ from timing import interleaved_ms
 from pgdm import Restorer, load_model
 from pgdm.export import OnnxStepRestorer, export_step
 from pgdm.ops import parse
-from pgdm.sampler import plan_sampling
+from pgdm.sampler import SamplerSettings, plan_sampling
 
 
 def main(argv=None) -> None:
@@ -38,7 +38,7 @@ def main(argv=None) -> None:
         export_s = time.perf_counter() - start
     y = op(torch.rand(args.batch, c, s, s, generator=torch.Generator().manual_seed(0)) * 2 - 1)
     ref = Restorer(den, steps=args.steps)
-    onnx = lambda: runner.restore(plan_sampling(den, y, op, steps=args.steps, eta=1.0, start_step=None, seed=0))  # noqa: E731
+    onnx = lambda: runner.restore(plan_sampling(den, y, op, SamplerSettings(steps=args.steps), seed=0))  # noqa: E731
     calls = {"onnxruntime": onnx, "Restorer": lambda: ref.restore(y, op, seed=0)}
     for call in calls.values():
         call()

@@ -1,4 +1,4 @@
-"""Fast execution of the ΠGDM step: compiled VJP, CUDA graphs, precision, batching.
+"""Fast execution of every method's step: compiled VJP, CUDA graphs, precision, batching.
 
 ``pgdm.engine.restorer(denoiser, backend="eager" | "compile" | "cudagraph", precision=..., steps=...)``
 returns an :class:`Engine` whose ``restore`` is a drop-in for :meth:`pgdm.Restorer.restore`;
@@ -7,7 +7,6 @@ returns an :class:`Engine` whose ``restore`` is a drop-in for :meth:`pgdm.Restor
 from .batching import RestoreQueue, RestoreRequest
 from .compile import StepCompileError
 from .graphs import GraphKey
-from .operators import operator_signature
 from .precision import PRECISIONS
 from .runner import BACKENDS, Engine, EngineConfig, engine_step_, gather_step_no_sync, restorer
 
@@ -22,6 +21,5 @@ __all__ = [
     "StepCompileError",
     "engine_step_",
     "gather_step_no_sync",
-    "operator_signature",
     "restorer",
 ]

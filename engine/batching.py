@@ -1,8 +1,8 @@
 """Batch scheduling: a queue of restore requests of mixed tasks, grouped into batches, results in request order.
 
 Every request is planned on its own with :func:`pgdm.sampler.plan_sampling` (its seeds, its K
-posterior samples, its h†(y)); plans whose operators share an :func:`~pgdm.engine.operators.operator_signature`
-and whose images share a size are then concatenated row-wise into one batch. Because the noise of
+posterior samples, its h†(y)); plans whose operators share a ``signature()`` (the operators' own batch
+semantics, :class:`pgdm.ops.Operator`) and whose images share a size are then concatenated row-wise into one batch. Because the noise of
 an image depends only on its seed and the step (``pgdm.rng``), an image's result does not depend on
 the batch it ran in (up to the network's batch-size-dependent rounding).
 
@@ -21,8 +21,6 @@ from typing import TYPE_CHECKING, Any, Hashable, Sequence
 import torch
 
 from pgdm.sampler import NonFiniteError, SamplingPlan, summarize_samples
-
-from .operators import concat_operators, operator_signature, pad_operator, slice_operator
 
 if TYPE_CHECKING:
     from .runner import Engine
@@ -45,7 +43,7 @@ def concat_plans(plans: Sequence[SamplingPlan]) -> SamplingPlan | None:
     """One plan running all rows of ``plans`` (same engine settings and group key); None if the operators cannot merge."""
     if len(plans) == 1:
         return plans[0]
-    op = concat_operators([p.op for p in plans], [p.x_init.shape[0] for p in plans])
+    op = plans[0].op.concat_rows([p.op for p in plans[1:]], [p.x_init.shape[0] for p in plans])
     if op is None:
         return None
     return dataclasses.replace(
@@ -66,7 +64,7 @@ def slice_plan(plan: SamplingPlan, start: int, stop: int) -> SamplingPlan | None
     rows = plan.x_init.shape[0]
     if (start, stop) == (0, rows):
         return plan
-    op = slice_operator(plan.op, rows, start, stop)
+    op = plan.op.slice_rows(rows, start, stop)
     if op is None:
         return None
     s = slice(start, stop)
@@ -88,7 +86,7 @@ def pad_plan(plan: SamplingPlan, padded: int) -> SamplingPlan | None:
     rows = plan.x_init.shape[0]
     if padded == rows:
         return plan
-    op = pad_operator(plan.op, rows, padded)
+    op = plan.op.pad_rows(rows, padded)
     if op is None:
         return None
     return dataclasses.replace(
@@ -106,7 +104,7 @@ def pad_plan(plan: SamplingPlan, padded: int) -> SamplingPlan | None:
 def group_key(plan: SamplingPlan) -> Hashable:
     """Requests with equal keys can share a batch: (operator signature, image and measurement shapes, dtype, device, noisy?, labels?, clip x̂?)."""
     return (
-        operator_signature(plan.op),
+        plan.op.signature(),
         tuple(plan.x_init.shape[1:]),
         tuple(plan.y.shape[1:]),
         plan.x_init.dtype,

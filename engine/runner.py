@@ -1,12 +1,13 @@
-"""The engine: ΠGDM restores with the one step of :mod:`pgdm.sampler`, run eager, compiled, or as a CUDA graph.
+"""The engine: every method of :mod:`pgdm.methods`, run eager, compiled, or as a CUDA graph, through one plan → loop.
 
 ``Engine(denoiser, EngineConfig(...)).restore(y, op, ...)`` returns what ``pgdm.Restorer.restore``
 returns (same seeds, same numbers within the precision's tolerance); ``pgdm.engine.restorer(denoiser,
-backend="compile")`` is the one-line form. Every backend runs :func:`engine_step_`, which gathers the
-step's coefficients from (N,) device tables with a device step counter, draws the step's noise with
-the counter-based RNG, calls :func:`pgdm.sampler.pigdm_step`, and writes the next sample into ``x`` in
+backend="compile", method="ddnm")`` is the one-line form. Every backend runs :func:`engine_step_`, which
+gathers the step's coefficients from (N,) device tables with a device step counter, draws the step's
+noise with the counter-based RNG, calls the method's step, and writes the next sample into ``x`` in
 place. Nothing in it reads a tensor on the host, so it compiles with ``fullgraph=True`` and captures
-into one CUDA graph that is replayed for every step.
+into one CUDA graph that is replayed for every step. :meth:`Engine._prepare` is the one place that
+pads a plan, picks the path (eager, compiled, graph, eager fallback) and compiles or captures.
 """
 from __future__ import annotations
 
@@ -18,17 +19,15 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 
-from pgdm import schedules
 from pgdm.denoiser import Denoiser
-from pgdm.interop import accepts_arrays
-from pgdm.operators import Inpaint, Operator
+from pgdm.methods import pigdm_step
+from pgdm.operators import Operator
 from pgdm.rng import gaussian_no_sync
-from pgdm.sampler import SamplingPlan, pigdm_step, plan_sampling, summarize_samples
+from pgdm.sampler import RestoreInterface, SamplerSettings, SamplingPlan, settings_from
 
 from .batching import RestoreQueue, pad_plan
 from .compile import check_inductor_options, compile_step
 from .graphs import GraphDispatcher, GraphEntry, GraphKey, StaticBuffers, StepNotCapturable, capture_cuda_graph
-from .operators import is_row_independent, load_rows_, operator_signature, slice_operator, static_operator, warm_operator_
 from .precision import PRECISIONS, bf16_emulated_on_cpu, precision_context, prepare_denoiser
 
 __all__ = ["BACKENDS", "EngineConfig", "Engine", "restorer", "engine_step_", "gather_step_no_sync"]
@@ -41,7 +40,8 @@ class EngineConfig:
     """Everything an :class:`Engine` is built from.
 
     Attributes:
-        steps, eta, start_step, clip_denoised: the sampler's settings, as for :class:`pgdm.Restorer`.
+        method, steps, eta, start_step, clip_denoised, method_options: the sampler's settings, as for
+            :class:`pgdm.Restorer` (validated once, into ``sampler``, a :class:`pgdm.sampler.SamplerSettings`).
         backend: ``"eager"`` (debugging; same numbers as ``Restorer``), ``"compile"`` (``torch.compile`` of
             the whole step, CPU or CUDA) or ``"cudagraph"`` (CUDA only: the step, compiled unless
             ``compile=False``, captured in a CUDA graph per :class:`~pgdm.engine.graphs.GraphKey`).
@@ -63,7 +63,7 @@ class EngineConfig:
     """
 
     steps: int = 100
-    eta: float = 1.0
+    eta: float | None = None
     start_step: int | None = None
     clip_denoised: bool = True
     backend: str = "eager"
@@ -76,14 +76,16 @@ class EngineConfig:
     copy_model: bool = True
     max_graphs: int = 64
     warmup_iters: int = 2
+    method: str = "pigdm"
+    method_options: Mapping[str, float | None] | None = field(default=None, hash=False)
+    sampler: SamplerSettings = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown backend {self.backend!r}; expected one of {', '.join(BACKENDS)}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; expected one of {', '.join(PRECISIONS)}")
-        if not 0.0 <= self.eta <= 1.0:
-            raise ValueError(f"eta must be in [0, 1], got {self.eta}")
+        object.__setattr__(self, "sampler", settings_from(self.method, self.steps, self.eta, self.start_step, self.clip_denoised, self.method_options))
         sizes = tuple(sorted(set(int(b) for b in self.batch_sizes)))
         if not sizes or sizes[0] < 1:
             raise ValueError(f"batch_sizes must be positive integers, got {self.batch_sizes}")
@@ -115,19 +117,19 @@ def engine_step_(
     sigma_y2: torch.Tensor | None,
     class_labels: torch.Tensor | None,
     clip_denoised: bool = True,
+    step: Callable = pigdm_step,
 ) -> None:
-    """One ΠGDM step (Song et al. 2023, Alg. 1) in place: x ← pigdm_step(x, coefficients[counter]); counter += 1.
+    """One step of a method in place: x ← step(x, coefficients[counter]); counter += 1.
 
     x: (B, C, H, W) float32 sample, overwritten; counter: 0-d int64 step index (device); tables: (N,)
-    per-step coefficients from :func:`pgdm.sampler.pigdm_coefficients`; y, y_pinv, keys, sigma_y2,
-    class_labels: the plan's tensors (:class:`pgdm.sampler.SamplingPlan`); clip_denoised: as for
-    :func:`pgdm.sampler.pigdm_step` (a Python bool: compiled and captured steps specialise on it). No host syncs.
+    per-step coefficients of the method (:meth:`pgdm.sampler.SamplerSettings.coefficients`); y, y_pinv, keys,
+    sigma_y2, class_labels: the plan's tensors (:class:`pgdm.sampler.SamplingPlan`); clip_denoised: a Python
+    bool (compiled and captured steps specialise on it); step: the method's step function (default ΠGDM,
+    :func:`pgdm.methods.pigdm_step`). No host syncs.
     """
     coef = gather_step_no_sync(tables, counter)
     noise = gaussian_no_sync(keys, counter, x.shape[1:], x.dtype)
-    x_next, _ = pigdm_step(
-        denoiser, x, coef, y, y_pinv, op, noise, sigma_y2=sigma_y2, class_labels=class_labels, clip_denoised=clip_denoised
-    )
+    x_next, _ = step(denoiser, x, coef, y, y_pinv, op, noise, sigma_y2=sigma_y2, class_labels=class_labels, clip_denoised=clip_denoised)
     x.copy_(x_next)
     counter.add_(1)
 
@@ -138,12 +140,28 @@ def _device_of(denoiser: Denoiser) -> torch.device:
     return denoiser.alphas_cumprod.device
 
 
-class Engine:
-    """Restore images with ΠGDM, fast: frozen weights, input-only VJP, compiled step, CUDA graphs, batching.
+@dataclass
+class _Prepared:
+    """A plan made ready to run on one path: ``start()`` loads it and returns the sample buffer, ``step()`` runs one step.
 
-    ``restore`` has the signature of :meth:`pgdm.Restorer.restore` and returns the same values:
-    identical for ``backend="eager"`` in fp32, within Inductor's reordering error
-    for ``"compile"``/``"cudagraph"``, within the network precision for bf16/fp16.
+    path: "eager", "compiled", "graph" or "eager_fallback" (the key of ``Engine.stats`` a run counts under).
+    """
+
+    path: str
+    plan: SamplingPlan  # the (padded) plan this path runs
+    start: Callable[[], torch.Tensor]
+    reset_x: Callable[[], None]
+    step: Callable[[], None]
+    copy_out: bool  # the buffer is a graph's static memory: clone results
+
+
+class Engine(RestoreInterface):
+    """Restore images with any method, fast: frozen weights, input-only VJP, compiled step, CUDA graphs, batching.
+
+    ``restore`` is :meth:`pgdm.sampler.RestoreInterface.restore` (``pgdm.Restorer``'s) and returns the same
+    values: identical for ``backend="eager"`` in fp32, within Inductor's reordering error for
+    ``"compile"``/``"cudagraph"``, within the network precision for bf16/fp16. Its callback gets {"i", "t", "x"}
+    (``x`` is the engine's buffer, padded rows included, valid until the next step).
 
     Args:
         denoiser: the ε-prediction model; copied (``config.copy_model``), frozen with
@@ -158,8 +176,8 @@ class Engine:
 
     def __init__(self, denoiser: Denoiser, config: EngineConfig | None = None) -> None:
         config = config or EngineConfig()
-        schedules.timesteps(config.steps, denoiser.num_timesteps, config.start_step)  # validates steps/start_step
-        self.config = config
+        config.sampler.check_model(denoiser)
+        self.config, self.settings = config, config.sampler
         self.device = _device_of(denoiser)
         if config.backend == "cudagraph" and self.device.type != "cuda":
             raise ValueError(f"backend 'cudagraph' needs the model on a CUDA device, got {self.device}; use 'compile' or 'eager'")
@@ -172,13 +190,14 @@ class Engine:
             if compiled
             else engine_step_
         )
+        self._method_step = self.settings.spec.step
         self._counter = torch.zeros((), dtype=torch.int64, device=self.device)
         self._graphs = GraphDispatcher(config.batch_sizes, config.max_graphs)
         self._buffers = StaticBuffers(self._graphs.max_batch, self.device)
         self._static_ops: dict[tuple, Operator] = {}
         self._uncapturable: set[GraphKey] = set()
         self._pool = self._capture_stream = None
-        self.stats: Counter[str] = Counter()  # runs per path: eager, compiled, graph; captures; fallbacks
+        self.stats: Counter[str] = Counter()  # runs per path: eager, compiled, graph, eager_fallback; captures
 
     @property
     def max_batch(self) -> int:
@@ -186,39 +205,6 @@ class Engine:
         return self._graphs.max_batch
 
     # ------------------------------------------------------------------ public API
-
-    @accepts_arrays
-    @torch.no_grad()
-    def restore(
-        self,
-        y: torch.Tensor,
-        op: Operator,
-        sigma_y: float | Sequence[float] | torch.Tensor = 0.0,
-        seed: int | Sequence[int] = 0,
-        class_labels: int | Sequence[int] | torch.Tensor | None = None,
-        *,
-        num_samples: int = 1,
-        return_std: bool = False,
-        callback: Callable[[dict], None] | None = None,
-    ):
-        """Restore x from y = h(x) (+ N(0, σ_y²)); arguments and result as :meth:`pgdm.Restorer.restore`.
-
-        y: (B, …) measurement on the model's device, or any DLPack array (results then come back as its type,
-        ``pgdm.interop``). Returns (B, C, H, W) in [-1, 1], or (mean, std).
-        callback: called after every step with {"i", "t", "x"} (no "denoised": the step keeps x̂ internal);
-        ``x`` is the engine's buffer (padded rows included), valid until the next step.
-        """
-        plan = self.plan(y, op, sigma_y, seed, class_labels, num_samples=num_samples)
-        return summarize_samples(self.run_plan(plan, callback), num_samples, return_std)
-
-    def plan(self, y, op, sigma_y=0.0, seed=0, class_labels=None, *, num_samples: int = 1) -> SamplingPlan:
-        """:func:`pgdm.sampler.plan_sampling` with this engine's settings (float32 math; float64 for float64 y)."""
-        dtype = torch.float64 if y.dtype == torch.float64 else torch.float32
-        cfg = self.config
-        return plan_sampling(
-            self.denoiser, y, op, steps=cfg.steps, eta=cfg.eta, start_step=cfg.start_step, sigma_y=sigma_y,
-            seed=seed, class_labels=class_labels, num_samples=num_samples, dtype=dtype, clip_denoised=cfg.clip_denoised,
-        )  # fmt: skip
 
     def queue(self, mode: str = "throughput", max_batch: int | None = None) -> RestoreQueue:
         """A :class:`~pgdm.engine.batching.RestoreQueue` running on this engine."""
@@ -231,26 +217,15 @@ class Engine:
         callback: called after each step with {"i", "t", "x"} (x is the engine's buffer: clone to keep it).
         """
         rows = plan.x_init.shape[0]
-        backend = self.config.backend
         with torch.no_grad(), precision_context(self.config.precision, self.device):
-            if backend == "eager":
-                self.stats["eager"] += 1
-                return self._run_direct(plan, engine_step_, plan.op, callback)
-            padded = self._graphs.padded_batch(rows)
-            run = pad_plan(plan, padded) if padded is not None else None
-            if backend == "compile":
-                run = run or plan  # no captured size fits: compile this size too
-                self.stats["compiled"] += 1
-                return self._run_direct(run, self._step, self._static_op(run), callback)[:rows]
-            key = None if run is None else self._graph_key(run)
-            entry = None if key is None else self._graphs.get(key)
-            if entry is None and key is not None and key not in self._uncapturable and not self._graphs.full():
-                entry = self._capture(key, run)
-            if entry is None:  # larger than every size, an operator that cannot pad, a step that syncs, or the cache is full
-                self.stats["eager_fallback"] += 1
-                return self._run_direct(plan, engine_step_, plan.op, callback)
-            self.stats["graph"] += 1
-            return self._replay(entry, run, callback)[:rows].clone()
+            prepared = self._prepare(plan, strict=False)
+            self.stats[prepared.path] += 1
+            x = prepared.start()
+            for i in range(plan.coefs["t"].shape[0]):
+                prepared.step()
+                if callback is not None:
+                    callback({"i": i, "t": plan.coefs["t"][i], "x": x})
+        return x[:rows].clone() if prepared.copy_out else x[:rows]
 
     @torch.no_grad()
     def warmup(
@@ -266,30 +241,25 @@ class Engine:
 
         Runs no sampling loop. Returns the seconds spent (compile/capture time, reported apart from run time).
         A per-image operator (a (B, …) inpainting mask) is warmed with its first image's parameters:
-        the graph is the same for every mask of that shape.
+        the graph is the same for every per-row value of that shape.
         """
         t0 = time.perf_counter()
         if self.config.backend == "eager":
             return 0.0
-        if not is_row_independent(op):
-            masks = [m.mask.shape[0] for m in op.modules() if isinstance(m, Inpaint) and m.mask.shape[0] > 1]
-            op = slice_operator(op, masks[0], 0, 1) if masks else None
+        if not op.is_row_independent():
+            batch = max((getattr(m, n).shape[0] for m in op.modules() if isinstance(m, Operator) for n in m.per_row_buffers), default=0)
+            op = op.slice_rows(batch, 0, 1) if batch else None
             if op is None:
-                raise ValueError("warmup needs an operator without per-image parameters (other than inpainting masks)")
+                raise ValueError("warmup needs an operator without per-image parameters (other than declared per-row buffers such as inpainting masks)")
         if class_labels is None and self.denoiser.class_cond:
             class_labels = 0
         with precision_context(self.config.precision, self.device):
             for b in batch_sizes or self.config.batch_sizes:
                 x = torch.zeros(b, *image_shape, device=self.device)
-                plan = self.plan(op(x), op, sigma_y=sigma_y, class_labels=class_labels)
-                padded = self._graphs.padded_batch(b) or b
-                run = pad_plan(plan, padded) or plan
-                if self.config.backend == "compile":
-                    x_run = run.x_init.clone()
-                    op_run, counter = self._static_op(run), self._counter.zero_()
-                    self._step(self.denoiser, op_run, x_run, counter, run.coefs, run.y, run.y_pinv, run.keys, run.sigma_y2, run.class_labels, run.clip_denoised)
-                elif self._graphs.get(key := self._graph_key(run)) is None and key not in self._uncapturable and not self._graphs.full():
-                    self._capture(key, run)
+                prepared = self._prepare(self.plan(op(x), op, sigma_y=sigma_y, class_labels=class_labels), strict=False)
+                if prepared.path == "compiled":
+                    prepared.start()
+                    prepared.step()  # compiles on the first call
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return time.perf_counter() - t0
@@ -301,47 +271,64 @@ class Engine:
         ``plan.x_init`` (one device copy) so repeated calls time the same work; the step counter runs on
         and wraps modulo N. No host syncs: synchronise before reading the clock.
         """
-        rows = plan.x_init.shape[0]
-        padded = self._graphs.padded_batch(rows)
-        run = (pad_plan(plan, padded) if padded is not None else None) or plan
-        den, counter, backend = self.denoiser, self._counter, self.config.backend
         with torch.no_grad(), precision_context(self.config.precision, self.device):
-            if backend == "cudagraph":
-                key = self._graph_key(run)
-                entry = self._graphs.get(key) or (None if key in self._uncapturable else self._capture(key, run))
-                if entry is None:
-                    raise RuntimeError(f"this step cannot be captured (see the warning); stats: {dict(self.stats)}")
-                self._load(entry, run)
-                x0, graph = run.x_init, entry.graph
+            prepared = self._prepare(plan, strict=True)
+            prepared.start()
 
-                def replay() -> None:
-                    entry.inputs["x"].copy_(x0)
-                    graph.replay()
+        def one_step() -> None:
+            with torch.no_grad(), precision_context(self.config.precision, self.device):
+                prepared.reset_x()
+                prepared.step()
 
-                return replay
-            step = self._step if backend == "compile" else engine_step_
-            op = self._static_op(run) if backend == "compile" else run.op
-            x = run.x_init.clone()
-
-            def direct() -> None:
-                with torch.no_grad(), precision_context(self.config.precision, self.device):
-                    x.copy_(run.x_init)
-                    step(den, op, x, counter, run.coefs, run.y, run.y_pinv, run.keys, run.sigma_y2, run.class_labels, run.clip_denoised)
-
-            direct()  # compiles on the first call
-            return direct
+        one_step()  # compiles on the first call
+        return one_step
 
     # ------------------------------------------------------------------ internals
 
-    def _run_direct(self, plan: SamplingPlan, step: Callable, op: Operator, callback) -> torch.Tensor:
-        """The host loop over steps, no graph: ``step`` is the eager or the compiled :func:`engine_step_`."""
-        x = plan.x_init.clone()  # (rows, C, H, W), updated in place by every step
-        counter = self._counter.zero_()
-        for i in range(plan.coefs["t"].shape[0]):
-            step(self.denoiser, op, x, counter, plan.coefs, plan.y, plan.y_pinv, plan.keys, plan.sigma_y2, plan.class_labels, plan.clip_denoised)
-            if callback is not None:
-                callback({"i": i, "t": plan.coefs["t"][i], "x": x})
-        return x
+    def _prepare(self, plan: SamplingPlan, strict: bool) -> _Prepared:
+        """The one place that pads ``plan``, picks its path and compiles (lazily, on the first step) or captures.
+
+        ``strict``: raise instead of falling back to eager when ``cudagraph`` cannot capture the plan.
+        """
+        backend = self.config.backend
+        if backend == "eager":
+            return self._direct("eager", plan, engine_step_, plan.op)
+        padded = self._graphs.padded_batch(plan.x_init.shape[0])
+        run = pad_plan(plan, padded) if padded is not None else None
+        if backend == "compile":
+            run = run or plan  # no captured size fits (or the operator cannot pad): compile this size too
+            return self._direct("compiled", run, self._step, self._static_op(run))
+        key = None if run is None else self._graph_key(run)
+        entry = None if key is None else self._graphs.get(key)
+        if entry is None and key is not None and key not in self._uncapturable and not self._graphs.full():
+            entry = self._capture(key, run)
+        if entry is None:  # larger than every size, an operator that cannot pad, a step that syncs, or the cache is full
+            if strict:
+                raise RuntimeError(f"this step cannot be captured (see the warning); stats: {dict(self.stats)}")
+            return self._direct("eager_fallback", plan, engine_step_, plan.op)
+        x = entry.inputs["x"]
+
+        def start() -> torch.Tensor:
+            self._load(entry, run)  # capture's warm-up runs changed the buffers: always load right before replaying
+            entry.runs += 1
+            return x
+
+        return _Prepared("graph", run, start, lambda: x.copy_(run.x_init), entry.graph.replay, copy_out=True)
+
+    def _direct(self, path: str, run: SamplingPlan, step: Callable, op: Operator) -> _Prepared:
+        """The host loop's path without a graph: ``step`` is the eager or the compiled :func:`engine_step_`."""
+        x = run.x_init.clone()  # (rows, C, H, W), updated in place by every step
+        counter, den, method_step = self._counter, self.denoiser, self._method_step
+
+        def start() -> torch.Tensor:
+            x.copy_(run.x_init)
+            counter.zero_()
+            return x
+
+        def one() -> None:
+            step(den, op, x, counter, run.coefs, run.y, run.y_pinv, run.keys, run.sigma_y2, run.class_labels, run.clip_denoised, method_step)
+
+        return _Prepared(path, run, start, lambda: x.copy_(run.x_init), one, copy_out=False)
 
     def _static_op(self, plan: SamplingPlan) -> Operator:
         """The one operator instance the compiled step sees for this (signature, rows), loaded with ``plan.op``'s rows.
@@ -349,19 +336,19 @@ class Engine:
         Reusing one instance per key keeps dynamo from recompiling for every new but equal operator object.
         """
         rows = plan.x_init.shape[0]
-        key = (operator_signature(plan.op), rows)
+        key = (plan.op.signature(), rows)
         op = self._static_ops.get(key)
         if op is None:
-            op = self._static_ops[key] = static_operator(plan.op, rows)
-            load_rows_(op, plan.op, rows)
-            warm_operator_(op, plan.x_init, plan.y, plan.sigma_y2 is not None)
+            op = self._static_ops[key] = plan.op.static_copy(rows)
+            op.load_rows_(plan.op, rows)
+            op.warm_(plan.x_init, plan.y, plan.sigma_y2 is not None)
         else:
-            load_rows_(op, plan.op, rows)
+            op.load_rows_(plan.op, rows)
         return op
 
     def _graph_key(self, plan: SamplingPlan) -> GraphKey:
         b, c, h, w = plan.x_init.shape
-        return GraphKey(b, c, h, w, plan.x_init.dtype, operator_signature(plan.op), plan.sigma_y2 is not None, plan.class_labels is not None, plan.clip_denoised)
+        return GraphKey(b, c, h, w, plan.x_init.dtype, plan.op.signature(), plan.sigma_y2 is not None, plan.class_labels is not None, plan.clip_denoised)
 
     def _capture(self, key: GraphKey, plan: SamplingPlan) -> GraphEntry | None:
         """Allocate the key's static views, load ``plan`` into them, warm the operator, capture the step.
@@ -382,13 +369,13 @@ class Engine:
             "class_labels": rows("class_labels", plan.class_labels),
         }
         tables = {name: buf.table(name, v) for name, v in plan.coefs.items()}
-        entry = GraphEntry(op=static_operator(plan.op, b), inputs=inputs, tables=tables)
+        entry = GraphEntry(op=plan.op.static_copy(b), inputs=inputs, tables=tables)
         self._load(entry, plan)
-        warm_operator_(entry.op, inputs["x"], inputs["y"], key.noisy)
-        den, op, counter = self.denoiser, entry.op, self._counter
+        entry.op.warm_(inputs["x"], inputs["y"], key.noisy)
+        den, op, counter, method_step = self.denoiser, entry.op, self._counter, self._method_step
 
         def step() -> None:
-            self._step(den, op, inputs["x"], counter, tables, inputs["y"], inputs["y_pinv"], inputs["keys"], inputs["sigma_y2"], inputs["class_labels"], key.clip_denoised)
+            self._step(den, op, inputs["x"], counter, tables, inputs["y"], inputs["y_pinv"], inputs["keys"], inputs["sigma_y2"], inputs["class_labels"], key.clip_denoised, method_step)
 
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
@@ -416,18 +403,8 @@ class Engine:
                 dst.copy_(sources[name])
         for name, dst in entry.tables.items():
             dst.copy_(plan.coefs[name])
-        load_rows_(entry.op, plan.op, entry.inputs["x"].shape[0])
+        entry.op.load_rows_(plan.op, entry.inputs["x"].shape[0])
         self._counter.zero_()
-
-    def _replay(self, entry: GraphEntry, plan: SamplingPlan, callback) -> torch.Tensor:
-        self._load(entry, plan)  # capture's warm-up runs changed the buffers: always load right before replaying
-        x = entry.inputs["x"]
-        for i in range(plan.coefs["t"].shape[0]):
-            entry.graph.replay()
-            if callback is not None:
-                callback({"i": i, "t": plan.coefs["t"][i], "x": x})
-        entry.runs += 1
-        return x
 
 
 def restorer(denoiser: Denoiser, backend: str = "eager", **kwargs) -> Engine:

@@ -1,20 +1,20 @@
-"""The whole ΠGDM step as one ONNX graph: network forward, input-only VJP, h and h†, and the update.
+"""A method's whole step as one ONNX graph: network forward (and input-only VJP), h and h†, and the update.
 
-:func:`export_step` traces :func:`pgdm.sampler.pigdm_step` itself (the same function ``Restorer`` and
-``pgdm.engine`` run) for one model, one operator and one batch size with ``make_fx``, decomposing the
+:func:`export_step` traces the method's step function itself (for ΠGDM :func:`pgdm.methods.pigdm_step`, the
+same function ``Restorer`` and ``pgdm.engine`` run) for one model, one operator and one batch size with ``make_fx``, decomposing the
 backward operators that ONNX lacks into forward ones (an input-gradient convolution is a transposed
 convolution), and writes it with ``torch.onnx.export``. The result runs in ONNX Runtime (tested) and is
 the input a TensorRT engine is built from (not run here: no GPU):
 
-    inputs   x (B, C, H, W) float32; t () int64; alpha_t, alpha_s, c1, c2, r2 () float32 (one row of
-             :func:`pgdm.sampler.pigdm_coefficients`); y (B, …) float32; y_pinv (B, C, H, W) float32;
+    inputs   x (B, C, H, W) float32; t () int64 and the method's other coefficients () float32 (one row of its
+             table, :func:`coefficient_names`; ΠGDM: alpha_t, alpha_s, c1, c2, r2, w); y (B, …) float32; y_pinv (B, C, H, W) float32;
              noise (B, C, H, W) float32 standard normal; then sigma_y2 (B,) float32 for ``noisy=True``
              and class_labels (B,) int64 for class-conditional models
     outputs  x_next (B, C, H, W) float32, x0 (B, C, H, W) float32 (x̂ after clipping when ``clip_denoised``)
 
 The operator's matrices/masks are constants of the graph; shapes are static (export once per batch
 size, as TensorRT engines are built). The file's metadata records what the graph was built for
-(batch, noisy, class-conditional, clip_denoised, an operator fingerprint). :class:`OnnxStepRestorer`
+(method, batch, noisy, class-conditional, clip_denoised, an operator fingerprint). :class:`OnnxStepRestorer`
 runs a whole restore with the graph in ONNX Runtime, refusing plans the graph does not fit and drawing
 the noise with :func:`pgdm.rng.gaussian_no_sync`, so its samples are those of ``pgdm.Restorer`` up to
 float32 reordering.
@@ -33,15 +33,15 @@ from torch._decomp import core_aten_decompositions
 from torch.fx.experimental.proxy_tensor import make_fx
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from pgdm import schedules
 from pgdm.denoiser import Denoiser
-from pgdm.engine.operators import is_row_independent, operator_signature
-from pgdm.operators import Inpaint, Operator
-from pgdm.sampler import SamplingPlan, pigdm_coefficients, pigdm_step, step_inputs, summarize_samples
+from pgdm.methods import get_method
+from pgdm.operators import Operator
+from pgdm.sampler import SamplerSettings, SamplingPlan, step_inputs, summarize_samples
 
-__all__ = ["COEFFICIENTS", "OnnxStepRestorer", "UnsupportedStep", "export_step", "input_names", "step_decompositions"]
+__all__ = ["OnnxStepRestorer", "UnsupportedStep", "coefficient_names", "export_step", "input_names", "step_decompositions"]
 
 aten = torch.ops.aten
-COEFFICIENTS = ("t", "alpha_t", "alpha_s", "c1", "c2", "r2")
 OUTPUTS = ("x_next", "x0")
 
 
@@ -94,34 +94,43 @@ def step_decompositions() -> dict:
     return table
 
 
-def input_names(noisy: bool, class_cond: bool) -> list[str]:
+def coefficient_names(method: str = "pigdm") -> list[str]:
+    """The names of a method's per-step coefficients, in the graph's input order (``t`` first)."""
+    return list(SamplerSettings(method, steps=2).coefficients(schedules.linear(2)))
+
+
+def input_names(noisy: bool, class_cond: bool, method: str = "pigdm") -> list[str]:
     """The graph's input names, in order (see the module docstring)."""
-    return ["x", *COEFFICIENTS, "y", "y_pinv", "noise"] + (["sigma_y2"] if noisy else []) + (["class_labels"] if class_cond else [])
+    return ["x", *coefficient_names(method), "y", "y_pinv", "noise"] + (["sigma_y2"] if noisy else []) + (["class_labels"] if class_cond else [])
 
 
 class _Step(nn.Module):
-    """pigdm_step with flat tensor arguments, in the graph's input order."""
+    """The method's step with flat tensor arguments, in the graph's input order."""
 
-    def __init__(self, denoiser: Denoiser, op: Operator, noisy: bool, clip_denoised: bool) -> None:
+    def __init__(self, denoiser: Denoiser, op: Operator, noisy: bool, clip_denoised: bool, method: str) -> None:
         super().__init__()
         self.denoiser, self.op, self.noisy, self.clip_denoised = denoiser, op, noisy, clip_denoised
+        self.names, self.method_step = coefficient_names(method), get_method(method).step
 
-    def forward(self, x, t, alpha_t, alpha_s, c1, c2, r2, y, y_pinv, noise, *rest):
-        coef = dict(zip(COEFFICIENTS, (t, alpha_t, alpha_s, c1, c2, r2)))
+    def forward(self, x, *args):
+        n = len(self.names)
+        coef = dict(zip(self.names, args[:n]))
+        y, y_pinv, noise, *rest = args[n:]
         sigma_y2 = rest[0] if self.noisy else None
         labels = rest[-1] if self.denoiser.class_cond else None
-        return pigdm_step(self.denoiser, x, coef, y, y_pinv, self.op, noise, sigma_y2=sigma_y2, class_labels=labels, clip_denoised=self.clip_denoised)
+        return self.method_step(self.denoiser, x, coef, y, y_pinv, self.op, noise, sigma_y2=sigma_y2, class_labels=labels, clip_denoised=self.clip_denoised)
 
 
-def _example_inputs(denoiser: Denoiser, op: Operator, batch: int, noisy: bool, seed: int) -> list[torch.Tensor]:
+def _example_inputs(denoiser: Denoiser, op: Operator, batch: int, noisy: bool, seed: int, settings: SamplerSettings) -> list[torch.Tensor]:
     """Step inputs for tracing (seed 0) and for checking the traced graph on other values (other seeds)."""
     c, s, T = denoiser.channels, denoiser.image_size, denoiser.num_timesteps
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, c, s, s, generator=gen)
     y = op(x.clamp(-1, 1))
     t = (T // 2 + seed * 97) % (T - 1)
-    coef = {k: v[0] for k, v in pigdm_coefficients(denoiser.alphas_cumprod, torch.tensor([t, t // 2]), 1.0).items()}
-    args = [x, coef["t"]] + [coef[k].float() for k in COEFFICIENTS[1:]] + [y, op.pinv(y), torch.randn(x.shape, generator=gen)]
+    table = settings.spec.coefficients(denoiser.alphas_cumprod, torch.tensor([t, t // 2]), **dict(settings.options))
+    coef = {k: v[0] for k, v in table.items()}
+    args = [x, coef["t"]] + [v.float() for k, v in coef.items() if k != "t"] + [y, op.pinv(y), torch.randn(x.shape, generator=gen)]
     if noisy:
         args.append(torch.rand(batch, generator=gen) * 0.02 * (torch.arange(batch) > 0))  # row 0 noiseless
     if denoiser.class_cond:
@@ -130,13 +139,13 @@ def _example_inputs(denoiser: Denoiser, op: Operator, batch: int, noisy: bool, s
 
 
 def operator_fingerprint(op: Operator) -> str:
-    """A content hash of the operator (its engine signature plus its inpainting masks), or "" for operators the
-    engine only knows by identity (those cannot be recognised in another process)."""
-    signature = operator_signature(op)
-    if any(isinstance(part, tuple) and part[:1] == ("object",) for part in (signature, *signature)):
+    """A content hash of the operator (its signature plus its per-row buffers, e.g. inpainting masks), or "" for
+    operators known only by identity (those cannot be recognised in another process)."""
+    parts = [m for m in op.modules() if isinstance(m, Operator) and type(m).signature is Operator.signature]
+    if any(not m.keyed_by_content for m in parts):
         return ""
-    masks = [m.mask.detach().to(torch.float32).contiguous().numpy().tobytes() for m in op.modules() if isinstance(m, Inpaint)]
-    return hashlib.sha1(repr(signature).encode() + b"".join(masks)).hexdigest()
+    rows = [getattr(m, n).detach().to(torch.float32).contiguous().numpy().tobytes() for m in parts for n in m.per_row_buffers]
+    return hashlib.sha1(repr(op.signature()).encode() + b"".join(rows)).hexdigest()
 
 
 def export_step(
@@ -147,8 +156,11 @@ def export_step(
     *,
     noisy: bool = False,
     clip_denoised: bool = True,
+    method: str = "pigdm",
+    options: dict | None = None,
 ) -> str:
-    """Write the ΠGDM step for ``op`` on float32 (batch_size, C, H, W) images to ``path`` (ONNX); returns the path.
+    """Write a method's step (ΠGDM by default) for ``op`` on float32 (batch_size, C, H, W) images to ``path`` (ONNX);
+    returns the path. ``method``/``options``: as for ``pgdm.Restorer``.
 
     ``denoiser``: a model with a fixed ``image_size``, any device/dtype (a float32 CPU copy is traced).
     ``op``: an operator with batch-independent parameters (an inpainting mask of batch 1, SR, JPEG, …);
@@ -165,7 +177,9 @@ def export_step(
         raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
     if noisy and not op.linear:
         raise ValueError(f"noisy guidance needs a linear operator; {type(op).__name__} is not (export it with noisy=False)")
-    if not is_row_independent(op):
+    settings = SamplerSettings(method, steps=2, options=options or {})
+    settings.spec.check_operator(op)
+    if not op.is_row_independent():
         raise ValueError("export_step needs an operator without per-image parameters (e.g. an inpainting mask of batch 1): they would become graph constants")
     try:
         import onnxscript  # noqa: F401  (torch.onnx's exporter builds the graph with it)
@@ -173,26 +187,26 @@ def export_step(
         raise ValueError("ONNX export needs onnx and onnxscript: pip install 'pgdm[onnx]'") from None
     den = copy.deepcopy(denoiser).float().cpu().eval().requires_grad_(False)
     op = copy.deepcopy(op).cpu()
-    step = _Step(den, op, noisy, clip_denoised)
+    step = _Step(den, op, noisy, clip_denoised, settings.method)
     try:
         with sdpa_kernel(SDPBackend.MATH):  # attention as matmul + softmax, which ONNX has
-            graph = make_fx(step, decomposition_table=step_decompositions(), tracing_mode="real")(*_example_inputs(den, op, batch_size, noisy, 0))
+            graph = make_fx(step, decomposition_table=step_decompositions(), tracing_mode="real")(*_example_inputs(den, op, batch_size, noisy, 0, settings))
         for seed in (1, 2):
-            check = _example_inputs(den, op, batch_size, noisy, seed)
+            check = _example_inputs(den, op, batch_size, noisy, seed, settings)
             for got, want in zip(graph(*check), step(*check)):
                 if float((got - want).norm()) > 1e-4 * float(want.norm()) + 1e-6:
                     raise UnsupportedStep("the traced step depends on input values (a Python branch or .item() in the model or operator)")
-        example = _example_inputs(den, op, batch_size, noisy, 0)
+        example = _example_inputs(den, op, batch_size, noisy, 0, settings)
         program = torch.onnx.export(
             _Graph(graph).eval(), tuple(example), dynamo=True, verbose=False,
-            input_names=input_names(noisy, den.class_cond), output_names=list(OUTPUTS),
+            input_names=input_names(noisy, den.class_cond, settings.method), output_names=list(OUTPUTS),
         )  # fmt: skip
     except (UnsupportedStep, torch.onnx.errors.OnnxExporterError) as e:
-        raise ValueError(f"cannot export the ΠGDM step for {type(op).__name__} to ONNX: {_reason(e)}") from e
-    meta = dict(batch=batch_size, noisy=noisy, class_cond=den.class_cond, clip_denoised=clip_denoised, operator=operator_fingerprint(op))
+        raise ValueError(f"cannot export the {settings.method} step for {type(op).__name__} to ONNX: {_reason(e)}") from e
+    meta = dict(method=settings.method, batch=batch_size, noisy=noisy, class_cond=den.class_cond, clip_denoised=clip_denoised, operator=operator_fingerprint(op))
     program.model.metadata_props.update({f"pgdm.{k}": str(v) for k, v in meta.items()})
     program.save(os.fspath(path))
-    _check_in_onnx_runtime(os.fspath(path), step, _example_inputs(den, op, batch_size, noisy, 1))
+    _check_in_onnx_runtime(os.fspath(path), step, _example_inputs(den, op, batch_size, noisy, 1, settings))
     return os.fspath(path)
 
 
@@ -250,10 +264,14 @@ class OnnxStepRestorer:
         self.names = [i.name for i in self.session.get_inputs()]
         self.meta = self.session.get_modelmeta().custom_metadata_map  # "pgdm.*" keys written by export_step
         self.batch = int(self.meta.get("pgdm.batch", self.session.get_inputs()[0].shape[0]))
+        self.method = self.meta.get("pgdm.method", "pigdm")
+        self.coefficients = coefficient_names(self.method)
 
     def check_plan(self, plan: SamplingPlan) -> None:
         """Raise a one-line ValueError when ``plan`` does not fit this graph."""
         rows = plan.x_init.shape[0]
+        if plan.method != self.method:
+            raise ValueError(f"this graph runs method {self.method!r}, the plan is for {plan.method!r}")
         if rows != self.batch:
             raise ValueError(f"this graph was exported for batch {self.batch}, the plan has {rows} rows")
         if plan.sigma_y2 is not None and "sigma_y2" not in self.names:
@@ -290,7 +308,7 @@ class OnnxStepRestorer:
         ``fixed``: :meth:`plan_inputs` of the plan, when the caller already has it."""
         coef, noise = step_inputs(plan, i, torch.float32)
         feed = {"x": x.numpy(), "noise": noise.cpu().numpy()}
-        feed |= {k: coef[k].cpu().numpy() if k == "t" else coef[k].float().cpu().numpy() for k in COEFFICIENTS}
+        feed |= {k: coef[k].cpu().numpy() if k == "t" else coef[k].float().cpu().numpy() for k in self.coefficients}
         return feed | (fixed if fixed is not None else self.plan_inputs(plan))
 
     def restore(self, plan: SamplingPlan, return_std: bool = False):

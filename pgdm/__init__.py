@@ -2,7 +2,8 @@
 from . import ops, schedules
 from .denoiser import Denoiser
 from .models import load_model
-from .sampler import Restorer, pigdm_coefficients, pigdm_step
+from .methods import METHODS, pigdm_coefficients, pigdm_step
+from .sampler import Restorer, SamplerSettings
 
-__all__ = ["Denoiser", "Restorer", "load_model", "pigdm_step", "pigdm_coefficients", "ops", "schedules"]
+__all__ = ["Denoiser", "METHODS", "Restorer", "SamplerSettings", "load_model", "pigdm_step", "pigdm_coefficients", "ops", "schedules"]
 __version__ = "0.1.0"

@@ -17,6 +17,7 @@ from pgdm.engine import StepCompileError, restorer
 from . import serve
 from . import train as train_cmd
 from .grids import measurement_view, write_grid
+from .bench import add_parser as add_bench_parser
 from .io import fit_size, list_images, read_image, write_image
 from .measurements import last_operator, measurement_files, read_measurement, write_measurement
 from .metrics import consistency_rms, psnr, ssim
@@ -403,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_export)
 
     serve.add_parser(sub)
+    add_bench_parser(sub)
     return parser
 
 

@@ -1,9 +1,11 @@
-"""ΠGDM sampling (Song et al., ICLR 2023, Algorithm 1, VP form) as plain functions over batches.
+"""The one restore interface: settings → plan → loop, for every method (:mod:`pgdm.methods`).
 
-``pigdm_coefficients`` precomputes every per-step scalar on the host in float64;
-``pigdm_step`` is one update of Algorithm 1 and is what both :class:`Restorer` and
-``pgdm.engine`` call. A step allocates nothing data-dependent, never syncs with the host and
-reads its scalars from tensors, so it can be compiled and captured whole in a CUDA graph.
+:class:`SamplerSettings` validates a method and its settings once; :func:`plan_sampling` prepares every
+per-run tensor on the host (measurement, h†(y), noise keys, the method's float64 coefficient table cast for
+the device); :func:`run_eager` runs the method's step over the plan. :class:`Restorer` and ``pgdm.engine``
+share :class:`RestoreInterface`'s ``restore``: they differ only in how they run a plan. A step allocates
+nothing data-dependent, never syncs with the host and reads its scalars from tensors, so it can be
+compiled and captured whole in a CUDA graph.
 """
 from __future__ import annotations
 
@@ -15,194 +17,109 @@ import torch
 from . import schedules, validate
 from .denoiser import Denoiser
 from .interop import accepts_arrays
+from .methods import Method, get_method
 from .operators.base import Operator
 from .operators.checks import check_measurement_fits
 from .rng import gaussian_no_sync, stream_keys
 from .units import sigma_to_model
 
 __all__ = [
-    "pigdm_coefficients",
-    "pigdm_step",
-    "input_vjp",
-    "x0_and_eps",
-    "guidance_vector",
+    "SamplerSettings",
     "plan_sampling",
-    "run_pigdm",
+    "run_eager",
     "step_inputs",
     "summarize_samples",
     "SamplingPlan",
     "NonFiniteError",
+    "RestoreInterface",
     "Restorer",
+    "settings_from",
 ]
 
-Coefficients = Mapping[str, torch.Tensor]
 
+@dataclass(frozen=True)
+class SamplerSettings:
+    """A restoration method and its settings, validated once (``Restorer`` and ``EngineConfig`` both hold one).
 
-def pigdm_coefficients(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor, eta: float) -> dict[str, torch.Tensor]:
-    """Per-step scalars of Algorithm 1 for the steps t_i → t_{i+1} (the last step goes to ᾱ = 1).
-
-    Returns a dict of (N,) float64 tensors (``t`` is int64):
-      t, alpha_t, alpha_s: timestep and ᾱ at the start and end of each step;
-      c1 = η √((1 − ᾱ_t/ᾱ_s)(1 − ᾱ_s)/(1 − ᾱ_t)), c2 = √(1 − ᾱ_s − c1²) (DDIM, Eq. 18–20);
-      r2 = r_t² = σ_t²/(1 + σ_t²) = 1 − ᾱ_t with σ_t² = (1 − ᾱ_t)/ᾱ_t the VE noise level (Eq. 4, 12).
-    """
-    if not 0.0 <= eta <= 1.0:
-        raise ValueError(f"eta must be in [0, 1], got {eta}")
-    acp = alphas_cumprod.to(torch.float64)
-    alpha_t = acp[timesteps]
-    alpha_s = torch.cat([acp[timesteps[1:]], torch.ones(1, dtype=torch.float64)])
-    c1 = eta * ((1 - alpha_t / alpha_s) * (1 - alpha_s) / (1 - alpha_t)).clamp_min(0).sqrt()
-    c2 = (1 - alpha_s - c1**2).clamp_min(0).sqrt()
-    return {"t": timesteps.to(torch.int64), "alpha_t": alpha_t, "alpha_s": alpha_s, "c1": c1, "c2": c2, "r2": 1 - alpha_t}
-
-
-def guidance_vector(
-    op: Operator,
-    y: torch.Tensor,
-    y_pinv: torch.Tensor,
-    x0: torch.Tensor,
-    r2: torch.Tensor,
-    sigma_y2: torch.Tensor | None,
-) -> torch.Tensor:
-    """The vector that multiplies ∂x̂/∂x in the ΠGDM guidance; no gradient flows through h or h†.
-
-    Noiseless (``sigma_y2 is None``, Eq. 9/11): h†(y) − h†(h(x̂)), with ``y_pinv`` = h†(y) precomputed.
-    Noisy linear (Eq. 7 times r_t², Alg. 1): Hᵀ(HHᵀ + σ_y²/r_t² I)⁻¹ (y − Hx̂) = ``op.regularized_pinv``,
-    for the rows with σ_y > 0 (rows with σ_y = 0 in a mixed batch take the noiseless form).
-    x0: (B, C, H, W) detached; r2: 0-d; sigma_y2: (B,) or None.
-    """
-    noiseless = y_pinv - op.project(x0)
-    if sigma_y2 is None:
-        return noiseless
-    noisy = op.regularized_pinv(y - op(x0), sigma_y2 / r2)
-    # rows with σ_y = 0 take the noiseless form, so a mixed batch gives each image what it gets alone
-    return torch.where((sigma_y2 > 0).view(-1, *([1] * (noisy.ndim - 1))), noisy, noiseless)
-
-
-def x0_and_eps(
-    denoiser: Denoiser, t: torch.Tensor, alpha_t: torch.Tensor, class_labels: torch.Tensor | None = None
-) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-    """x ↦ (x̂, ε_θ(x, t)) with x̂ = (x − √(1−ᾱ_t) ε_θ)/√ᾱ_t: the function whose input VJP guides the step.
-
-    t: (B,) int64; alpha_t: 0-d ᾱ_t; class_labels: (B,) int64 or None. x: (B, C, H, W).
+    Attributes:
+        method: a name from :data:`pgdm.methods.METHODS` (``"pigdm"``, ``"rg"``, ``"dps"``, ``"ddnm"``,
+            ``"ddnm+"``, ``"diffpir"``, ``"ddrm"``).
+        steps: number of sampling steps N, uniformly spaced from ``start_step`` (default T−1) to 0.
+        start_step: start from h†(y) noised to this timestep instead of pure noise (SDEdit/CCDF, ΠGDM App. B.1).
+        clip_denoised: clamp x̂ to [-1, 1] inside each step (see :func:`pgdm.methods.pigdm.pigdm_step`).
+        options: the method's options over its defaults (e.g. ``{"eta": 0.5}``, ``{"weight": 2.0}``), stored
+            as sorted (name, value) pairs with every default filled in.
     """
 
-    def denoise(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        eps = denoiser(x, t, class_labels)
-        return denoiser.predict_x0(x, eps, alpha_t), eps
+    method: str = "pigdm"
+    steps: int = 100
+    start_step: int | None = None
+    clip_denoised: bool = True
+    options: Mapping[str, float | None] | tuple = ()
 
-    return denoise
+    def __post_init__(self) -> None:
+        m = get_method(self.method)
+        object.__setattr__(self, "method", m.name)
+        opts = m.options(dict(self.options))
+        m.coefficients(schedules.linear(2), torch.tensor([1, 0]), **opts)  # checks the values (one-line errors)
+        object.__setattr__(self, "options", tuple(sorted(opts.items())))
 
+    @property
+    def spec(self) -> Method:
+        """The :class:`~pgdm.methods.Method` record."""
+        return get_method(self.method)
 
-def input_vjp(
-    f: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], x: torch.Tensor
-) -> tuple[torch.Tensor, Callable[[torch.Tensor], tuple[torch.Tensor]], torch.Tensor]:
-    """(out, vjp_fn, aux) for ``out, aux = f(x)`` (both tensors): ``vjp_fn(v)`` is ``((∂out/∂x)ᵀ v,)``, x the only
-    input differentiated, as ``torch.func.vjp(f, x, has_aux=True)`` gives them.
+    def check_model(self, denoiser: Denoiser) -> None:
+        """Raise a one-line ValueError when ``steps``/``start_step`` do not fit the model's T."""
+        schedules.timesteps(self.steps, denoiser.num_timesteps, self.start_step)
 
-    The usual case (eager, under ``no_grad`` or with an x that needs no gradient; also under ``make_fx``):
-    ``torch.autograd.grad`` w.r.t. a detached copy of x under ``enable_grad``; it computes no weight gradients
-    even for trainable weights, and ``vjp_fn`` may be called once. ``torch.func.vjp`` would cost more there: its
-    dispatch layers take 8 % under ``no_grad``, and with grad mode on it runs GroupNorm's and SiLU's backward as
-    decomposed elementwise ops (+35 %) (default model, batch 16, CPU; benchmarks/RESULTS.md). Everything else takes
-    ``torch.func.vjp``: dynamo tracing (it compiles with ``fullgraph`` on every torch the engine supports; torch
-    2.11's dynamo refuses ``requires_grad_()``), inference mode or inference tensors, and an x that itself needs a
-    gradient (the caller differentiates through the step).
-    """
-    if (
-        torch.compiler.is_dynamo_compiling()
-        or torch.is_inference_mode_enabled()
-        or x.is_inference()
-        or (x.requires_grad and torch.is_grad_enabled())
-    ):
-        return torch.func.vjp(f, x, has_aux=True)
-    with torch.enable_grad():
-        x_in = x.detach().requires_grad_()
-        out, aux = f(x_in)
-
-    def vjp_fn(v: torch.Tensor) -> tuple[torch.Tensor]:
-        if not out.requires_grad:  # f ignores x (and has no trainable weights): a zero Jacobian
-            return (torch.zeros_like(x),)
-        return torch.autograd.grad(out, x_in, v, allow_unused=True, materialize_grads=True)
-
-    return out.detach(), vjp_fn, aux.detach()
-
-
-def pigdm_step(
-    denoiser: Denoiser,
-    x: torch.Tensor,
-    coef: Coefficients,
-    y: torch.Tensor,
-    y_pinv: torch.Tensor,
-    op: Operator,
-    noise: torch.Tensor,
-    *,
-    sigma_y2: torch.Tensor | None = None,
-    class_labels: torch.Tensor | None = None,
-    clip_denoised: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One ΠGDM update from t to s (Algorithm 1, VP-SDE), returning (x_s, x̂_t).
-
-    x̂_t = (x − √(1−ᾱ_t) ε_θ)/√ᾱ_t; g = (vᵀ ∂x̂_t/∂x)ᵀ with v from :func:`guidance_vector`;
-    x_s = √ᾱ_s x̂_t + c1 ε + c2 ε_θ + √ᾱ_t g (Eq. 10–11 with the VP scaling of App. A.1).
-    The vector–Jacobian product runs through the network only, w.r.t. x (:func:`input_vjp`).
-
-    Args:
-        x: (B, C, H, W) current sample.
-        coef: 0-d tensors ``t`` (int64), ``alpha_t``, ``alpha_s``, ``c1``, ``c2``, ``r2`` for this step.
-        y, y_pinv: the measurement and h†(y) (same batch).
-        noise: (B, C, H, W) standard normal ε.
-        sigma_y2: (B,) σ_y² in model units for noisy linear guidance, or None for the noiseless form.
-        class_labels: (B,) int64 for class-conditional models.
-        clip_denoised: clamp x̂ to the data range [-1, 1] before it enters h, h† and the DDIM update, and
-            recompute ε_θ from the clamped x̂, as guided-diffusion's samplers do (``clip_denoised``). The VJP is
-            still taken through the network's x̂. Near t = T, x̂ divides the network's ε error by √ᾱ_t (1/157
-            for the linear schedule): unclamped, a linear h feeds that error back through g and an imperfect
-            network diverges within a few steps. False is the literal Algorithm 1 (the analytic tests use it).
-    """
-    alpha_t = coef["alpha_t"]
-    t = coef["t"].expand(x.shape[0])
-    x0, vjp_fn, eps = input_vjp(x0_and_eps(denoiser, t, alpha_t, class_labels), x)
-    x0_used = x0.clamp(-1, 1) if clip_denoised else x0
-    v = guidance_vector(op, y, y_pinv, x0_used, coef["r2"], sigma_y2)
-    (g,) = vjp_fn(v.to(x0.dtype))
-    eps = (x - alpha_t.sqrt() * x0_used) / (1 - alpha_t).sqrt() if clip_denoised else eps
-    x_next = coef["alpha_s"].sqrt() * x0_used + coef["c1"] * noise + coef["c2"] * eps + alpha_t.sqrt() * g
-    return x_next, x0_used
+    def coefficients(self, alphas_cumprod: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The method's (N,) float64 per-step table for this schedule."""
+        ts = schedules.timesteps(self.steps, alphas_cumprod.numel(), self.start_step)
+        return self.spec.coefficients(alphas_cumprod.cpu(), ts, **dict(self.options))
 
 
 @dataclass
 class SamplingPlan:
-    """Everything a ΠGDM run needs, prepared on the host before the loop (batch = num_samples × images)."""
+    """Everything a run needs, prepared on the host before the loop (batch = num_samples × images)."""
 
     y: torch.Tensor  # (K·B, …) measurement, tiled K times
     y_pinv: torch.Tensor  # (K·B, C, H, W) h†(y)
     op: Operator
     keys: torch.Tensor  # (K·B,) int64 noise-stream keys on the device
-    coefs: dict[str, torch.Tensor]  # (N,) per-step tensors on the device
-    sigma_y2: torch.Tensor | None  # (K·B,) or None
+    coefs: dict[str, torch.Tensor]  # (N,) per-step tensors on the device (the method's table)
+    sigma_y2: torch.Tensor | None  # (K·B,) σ_y² in model units, or None
     class_labels: torch.Tensor | None  # (K·B,) or None
     x_init: torch.Tensor  # (K·B, C, H, W) starting sample
     num_samples: int
     clip_denoised: bool = True
+    method: str = "pigdm"  # the name of the method whose table ``coefs`` is
+
+    @property
+    def step(self) -> Callable:
+        """The method's step function."""
+        return get_method(self.method).step
 
 
 def plan_sampling(
     denoiser: Denoiser,
     y: torch.Tensor,
     op: Operator,
+    settings: SamplerSettings | None = None,
     *,
-    steps: int,
-    eta: float,
-    start_step: int | None,
     sigma_y: float | Sequence[float] | torch.Tensor = 0.0,
     seed: int | Sequence[int] = 0,
     class_labels: int | Sequence[int] | torch.Tensor | None = None,
     num_samples: int = 1,
     dtype: torch.dtype = torch.float32,
-    clip_denoised: bool = True,
 ) -> SamplingPlan:
-    """Validate the request and precompute the per-run tensors (see :class:`Restorer.restore`)."""
+    """Validate the request and precompute the per-run tensors (see :meth:`RestoreInterface.restore`).
+
+    ``settings``: the method and its settings (default: ΠGDM, 100 steps). σ_y is on the [0, 1] pixel scale;
+    this is the one place it is converted to the [-1, 1] model scale (:func:`pgdm.units.sigma_to_model`).
+    """
+    settings = settings or SamplerSettings()
+    method = settings.spec
     if not isinstance(y, torch.Tensor) or y.ndim < 2:
         raise ValueError(f"y must be a batch-first tensor (B, …), got {type(y).__name__} of shape {getattr(y, 'shape', None)}")
     num_samples = validate.positive_int("num_samples", num_samples)
@@ -226,6 +143,7 @@ def plan_sampling(
         raise ValueError(
             f"sigma_y > 0 needs a linear operator (Eq. 7), but {op.spec} is non-linear; use sigma_y=0 (noiseless ΠGDM, Eq. 9)"
         )
+    method.check_operator(op)
     if class_labels is not None:
         class_labels = torch.as_tensor(class_labels, dtype=torch.int64, device=device).flatten()
         class_labels = class_labels.expand(batch) if class_labels.numel() == 1 else class_labels
@@ -241,17 +159,17 @@ def plan_sampling(
     labels_k = None if class_labels is None else torch.cat([class_labels] * k)
     sigma_y2 = torch.cat([sigma.square()] * k).to(device, dtype) if noisy else None
 
-    ts = schedules.timesteps(steps, denoiser.num_timesteps, start_step)
-    coefs64 = pigdm_coefficients(denoiser.alphas_cumprod.cpu(), ts, eta)
+    settings.check_model(denoiser)
+    coefs64 = settings.coefficients(denoiser.alphas_cumprod)
     coefs = {n: v.to(device) if n == "t" else v.to(device, dtype) for n, v in coefs64.items()}
     shape = y_pinv.shape[1:]
     z = gaussian_no_sync(keys, -1, shape, dtype)  # counter −1: the initial draw, distinct from every step's
-    if start_step is None:
+    if settings.start_step is None:
         x_init = z
-    else:  # SDEdit/CCDF start from h†(y) noised to ᾱ at start_step (App. B.1)
+    else:  # SDEdit/CCDF start from h†(y) noised to ᾱ at start_step (ΠGDM App. B.1)
         a = coefs64["alpha_t"][0]
         x_init = float(a.sqrt()) * y_pinv + float((1 - a).sqrt()) * z
-    return SamplingPlan(y_k, y_pinv, op_k, keys, coefs, sigma_y2, labels_k, x_init, k, clip_denoised)
+    return SamplingPlan(y_k, y_pinv, op_k, keys, coefs, sigma_y2, labels_k, x_init, k, settings.clip_denoised, method.name)
 
 
 def step_inputs(plan: SamplingPlan, i: int, dtype: torch.dtype) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
@@ -260,27 +178,18 @@ def step_inputs(plan: SamplingPlan, i: int, dtype: torch.dtype) -> tuple[dict[st
     return {name: v[i] for name, v in plan.coefs.items()}, gaussian_no_sync(plan.keys, i, plan.x_init.shape[1:], dtype)
 
 
-def run_pigdm(
-    denoiser: Denoiser,
-    plan: SamplingPlan,
-    callback: Callable[[dict], None] | None = None,
-) -> torch.Tensor:
-    """Run every step of the plan eagerly; returns the final samples (K·B, C, H, W), unclamped."""
-    x = plan.x_init
+def run_eager(denoiser: Denoiser, plan: SamplingPlan, callback: Callable[[dict], None] | None = None) -> torch.Tensor:
+    """Run every step of the plan's method eagerly; returns the final samples (K·B, C, H, W), unclamped.
+
+    callback: called after every step with {"i", "t", "x", "denoised"}.
+    """
+    x, step = plan.x_init, plan.step
     for i in range(plan.coefs["t"].numel()):
         coef, noise = step_inputs(plan, i, x.dtype)
-        x, x0 = pigdm_step(
-            denoiser,
-            x,
-            coef,
-            plan.y,
-            plan.y_pinv,
-            plan.op,
-            noise,
-            sigma_y2=plan.sigma_y2,
-            class_labels=plan.class_labels,
-            clip_denoised=plan.clip_denoised,
-        )
+        x, x0 = step(
+            denoiser, x, coef, plan.y, plan.y_pinv, plan.op, noise,
+            sigma_y2=plan.sigma_y2, class_labels=plan.class_labels, clip_denoised=plan.clip_denoised,
+        )  # fmt: skip
         if callback is not None:
             callback({"i": i, "t": coef["t"], "x": x, "denoised": x0})
     return x
@@ -317,35 +226,23 @@ def summarize_samples(x: torch.Tensor, num_samples: int, return_std: bool):
     return mean, (x.std(0, unbiased=False) if num_samples > 1 else torch.zeros_like(mean))
 
 
-class Restorer:
-    """Restore images with ΠGDM from any measurement operator.
+class RestoreInterface:
+    """``restore`` and ``plan``, written once for :class:`Restorer` and ``pgdm.engine.Engine``: subclasses set
+    ``denoiser`` and ``settings`` (a :class:`SamplerSettings`) and implement ``run_plan``."""
 
-    Args:
-        denoiser: the ε-prediction model (``pgdm.Denoiser`` / ``pgdm.load_model``).
-        steps: number of sampling steps N (Alg. 1), uniformly spaced from ``start_step`` (default T−1) to 0.
-        eta: DDIM η ∈ [0, 1] (1.0 as in the paper's main results).
-        start_step: start from h†(y) noised to this timestep instead of pure noise (SDEdit/CCDF, App. B.1;
-            the paper uses 500 of 1000 for SR×4 and 100 for deblurring).
-        clip_denoised: clamp x̂ to [-1, 1] inside each step (see :func:`pigdm_step`); False is the literal Alg. 1.
+    denoiser: Denoiser
+    settings: SamplerSettings
 
-    Example:
-        >>> restorer = pgdm.Restorer(pgdm.load_model("default"), steps=50)
-        >>> op = pgdm.ops.SuperResolution(4)
-        >>> x = restorer.restore(op(clean), op, seed=0)   # (B, 1, 32, 32) in [-1, 1]
-    """
+    def run_plan(self, plan: SamplingPlan, callback: Callable[[dict], None] | None = None) -> torch.Tensor:
+        """Every step of ``plan``; returns the final samples (rows, C, H, W), unclamped."""
+        raise NotImplementedError
 
-    def __init__(
-        self,
-        denoiser: Denoiser,
-        steps: int = 100,
-        eta: float = 1.0,
-        start_step: int | None = None,
-        clip_denoised: bool = True,
-    ) -> None:
-        schedules.timesteps(steps, denoiser.num_timesteps, start_step)  # validates steps/start_step
-        eta = validate.real_in_range("eta", eta, 0.0, 1.0)
-        self.denoiser, self.steps, self.eta, self.start_step = denoiser, steps, eta, start_step
-        self.clip_denoised = clip_denoised
+    def plan(self, y, op, sigma_y=0.0, seed=0, class_labels=None, *, num_samples: int = 1) -> SamplingPlan:
+        """:func:`plan_sampling` with these settings (float32 math; float64 for float64 y)."""
+        dtype = torch.float64 if y.dtype == torch.float64 else torch.float32
+        return plan_sampling(
+            self.denoiser, y, op, self.settings, sigma_y=sigma_y, seed=seed, class_labels=class_labels, num_samples=num_samples, dtype=dtype
+        )
 
     @accepts_arrays
     @torch.no_grad()
@@ -369,29 +266,68 @@ class Restorer:
             op: the measurement operator h (``pgdm.ops``).
             sigma_y: measurement noise std on the [0, 1] pixel scale, as the paper states it (0.05), while y
                 itself is on the [-1, 1] scale (``pgdm.ops.GaussianNoise`` takes the same unit); a float or one per
-                image. σ_y > 0 uses the noisy guidance of Eq. 7 and needs a linear ``op``.
+                image. σ_y > 0 needs a linear ``op``.
             seed: an int (image i uses seed + i) or one int per image; results do not depend on the batch.
             class_labels: an int or (B,) labels for class-conditional models.
             num_samples: draw K posterior samples per image in one batch and return their mean (MMSE).
             return_std: also return the per-pixel std across the K samples (an uncertainty map).
-            callback: called after every step with {"i", "t", "x", "denoised"}.
+            callback: called after every step with {"i", "t", "x"} (and "denoised" when run eagerly by ``Restorer``).
         Returns:
             (B, C, H, W) restored images in [-1, 1]; with ``return_std`` a (mean, std) pair.
         """
-        dtype = torch.float64 if y.dtype == torch.float64 else torch.float32  # sampling math in fp32 (or fp64)
-        plan = plan_sampling(
-            self.denoiser,
-            y,
-            op,
-            steps=self.steps,
-            eta=self.eta,
-            start_step=self.start_step,
-            sigma_y=sigma_y,
-            seed=seed,
-            class_labels=class_labels,
-            num_samples=num_samples,
-            dtype=dtype,
-            clip_denoised=self.clip_denoised,
-        )
-        x = run_pigdm(self.denoiser, plan, callback)
-        return summarize_samples(x, num_samples, return_std)
+        plan = self.plan(y, op, sigma_y, seed, class_labels, num_samples=num_samples)
+        return summarize_samples(self.run_plan(plan, callback), num_samples, return_std)
+
+
+class Restorer(RestoreInterface):
+    """Restore images with any method of :mod:`pgdm.methods` (ΠGDM by default) from any measurement operator.
+
+    Args:
+        denoiser: the ε-prediction model (``pgdm.Denoiser`` / ``pgdm.load_model``).
+        steps: number of sampling steps N, uniformly spaced from ``start_step`` (default T−1) to 0.
+        eta: DDIM η ∈ [0, 1] for the methods that have one; None: the method's default (ΠGDM: 1.0).
+        start_step: start from h†(y) noised to this timestep instead of pure noise (SDEdit/CCDF, App. B.1;
+            the paper uses 500 of 1000 for SR×4 and 100 for deblurring).
+        clip_denoised: clamp x̂ to [-1, 1] inside each step; False is the literal algorithm.
+        method: ``"pigdm"``, ``"rg"``, ``"dps"``, ``"ddnm"``, ``"ddnm+"``, ``"diffpir"`` or ``"ddrm"`` (docs/methods.md).
+        options: the method's other options, e.g. ``{"weight": 2.0}`` (fixed ΠGDM weight), ``{"scale": 0.5}`` (DPS ζ').
+
+    Example:
+        >>> restorer = pgdm.Restorer(pgdm.load_model("default"), steps=50, method="ddnm")
+        >>> op = pgdm.ops.SuperResolution(4)
+        >>> x = restorer.restore(op(clean), op, seed=0)   # (B, 1, 32, 32) in [-1, 1]
+    """
+
+    def __init__(
+        self,
+        denoiser: Denoiser,
+        steps: int = 100,
+        eta: float | None = None,
+        start_step: int | None = None,
+        clip_denoised: bool = True,
+        *,
+        method: str = "pigdm",
+        options: Mapping[str, float | None] | None = None,
+    ) -> None:
+        self.settings = settings_from(method, steps, eta, start_step, clip_denoised, options)
+        self.settings.check_model(denoiser)
+        self.denoiser = denoiser
+
+    @property
+    def steps(self) -> int:
+        return self.settings.steps
+
+    def run_plan(self, plan: SamplingPlan, callback: Callable[[dict], None] | None = None) -> torch.Tensor:
+        return run_eager(self.denoiser, plan, callback)
+
+
+def settings_from(
+    method: str, steps: int, eta: float | None, start_step: int | None, clip_denoised: bool, options: Mapping[str, float | None] | None
+) -> SamplerSettings:
+    """:class:`SamplerSettings` from the flat arguments ``Restorer`` and ``EngineConfig`` take (``eta`` joins the options)."""
+    options = dict(options or {})
+    if eta is not None:
+        if "eta" in options:
+            raise ValueError("eta given twice: as eta= and in options")
+        options["eta"] = eta
+    return SamplerSettings(method, steps, start_step, clip_denoised, options)

@@ -7,6 +7,9 @@ and ``state_dict`` work, and updates ``copy_`` into them so captured CUDA graphs
 from __future__ import annotations
 
 import abc
+import copy
+import hashlib
+from typing import Hashable, Sequence
 
 import torch
 from torch import nn
@@ -15,15 +18,27 @@ from .. import validate
 
 __all__ = ["Operator", "LinearOperator", "as_batch_lam"]
 
+_PLAIN = (int, float, str, bool, type(None))
+
 
 class Operator(nn.Module, abc.ABC):
     """A measurement function h with a pseudo-inverse h† such that h(h†(h(x))) = h(x) (Sec. 3.2).
 
     Subclasses implement ``forward`` (h) and ``pinv`` (h†), and may override ``check_input``.
     ``linear`` tells the sampler whether the noisy guidance of Eq. 7 applies.
+
+    Batch semantics (what lets requests share a batch, a compiled step and a captured graph): an
+    operator is its *structure* plus *per-row data*, the buffers named in ``per_row_buffers`` whose
+    leading dimension is 1 (shared by every row) or the batch (one entry per image). Two operators
+    with equal :meth:`signature` differ at most in per-row data. ``keyed_by_content`` operators are
+    fully described by their plain attributes and buffers; others are keyed by identity and batch
+    with other rows only when they have no per-image parameters (``repeat_batch(2) is self``).
     """
 
     linear: bool = False
+    decomposable: bool = False  # exposes its SVD H = U diag(s) Vᵀ (V_adjoint, V, U_adjoint, singular_values)
+    keyed_by_content: bool = False
+    per_row_buffers: tuple[str, ...] = ()
 
     @abc.abstractmethod
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -54,6 +69,105 @@ class Operator(nn.Module, abc.ABC):
         """
         return self
 
+    # ------------------------------------------------------------------ batch semantics
+
+    def signature(self) -> Hashable:
+        """A hashable key equal for two operators that compute the same maps up to per-row data.
+
+        Host work (hashes buffer contents): call it when scheduling, never inside the sampling loop.
+        """
+        if not self.keyed_by_content:
+            return ("object", self)
+        rows = tuple((n, tuple(b.shape[1:]), b.dtype, str(b.device)) for n, b in self._row_buffers())
+        shared = tuple((n, _digest(b)) for n, b in sorted(self.named_buffers(recurse=False)) if n not in self.per_row_buffers)
+        return (type(self).__qualname__, self.spec, _plain_attrs(self), shared, rows)
+
+    def is_row_independent(self) -> bool:
+        """True when the operator has no per-image parameters (the same map for every row)."""
+        if self.per_row_buffers:
+            return all(b.shape[0] == 1 for _, b in self._row_buffers())
+        return self.repeat_batch(2) is self
+
+    def slice_rows(self, rows: int, start: int, stop: int) -> "Operator | None":
+        """The operator for rows ``start:stop`` of a batch of ``rows`` images (None if it cannot be sliced)."""
+        return self._map_rows(lambda b: b.expand(rows, *b.shape[1:])[start:stop])
+
+    def pad_rows(self, rows: int, padded: int) -> "Operator | None":
+        """The operator for a batch of ``rows`` images padded to ``padded`` rows by repeating row 0."""
+        if padded == rows:
+            return self
+        return self._map_rows(lambda b: torch.cat([b.expand(rows, *b.shape[1:]), b[:1].expand(padded - rows, *b.shape[1:])]))
+
+    def concat_rows(self, others: Sequence["Operator"], rows: Sequence[int]) -> "Operator | None":
+        """One operator for the row-wise concatenation of batches of ``rows[i]`` images using ``[self, *others][i]``.
+
+        All must have equal :meth:`signature`. None when they cannot be merged (per-image parameters
+        the operator does not declare as per-row buffers).
+        """
+        ops = [self, *others]
+        if len(ops) == 1:
+            return self
+        if not self.per_row_buffers:
+            return self if all(op.is_row_independent() for op in ops) else None
+        if all(op.is_row_independent() for op in ops) and all(
+            torch.equal(a, b) for op in others for (_, a), (_, b) in zip(self._row_buffers(), op._row_buffers())
+        ):
+            return self
+        merged = {
+            n: torch.cat([dict(op._row_buffers())[n].expand(r, *b.shape[1:]) for op, r in zip(ops, rows)]) for n, b in self._row_buffers()
+        }
+        return self._with_buffers(merged)
+
+    def static_copy(self, rows: int) -> "Operator":
+        """The instance a compiled step or a captured graph runs for one key: per-row buffers of ``rows`` rows
+        (refreshed by :meth:`load_rows_`), everything else snapshotted, so a caller who later changes its
+        operator in place never changes what a captured graph computes. Identity-keyed operators are used as they are."""
+        if not self.keyed_by_content:
+            return self
+        snapshot = copy.deepcopy(self)
+        if not self.per_row_buffers:
+            return snapshot
+        return snapshot._with_buffers({n: b.expand(rows, *b.shape[1:]).clone() for n, b in snapshot._row_buffers()})
+
+    def load_rows_(self, source: "Operator", rows: int) -> None:
+        """Copy ``source``'s per-row data (a batch of ``rows``) into this static copy in place."""
+        for (_, dst), (_, src) in zip(self._row_buffers(), source._row_buffers()):
+            dst.copy_(src.expand(rows, *src.shape[1:]))
+
+    def warm_(self, x: torch.Tensor, y: torch.Tensor, noisy: bool) -> None:
+        """Run h, h† (and, for linear operators, Hᵀ and the regularised h† when ``noisy``) once eagerly on
+        these shapes and dtypes, so size-dependent matrices (SR factors, blur spectra) exist before a step is
+        compiled or captured. x: (B, C, H, W) like the samples; y: a measurement batch like the plan's."""
+        with torch.no_grad():
+            self.pinv(self(x))
+            self.pinv(y)
+            if self.linear:
+                self.adjoint(y)
+                if noisy:
+                    self.regularized_pinv(y, torch.ones(y.shape[0], dtype=y.dtype, device=y.device))
+            if self.decomposable:
+                self.V(self.V_adjoint(x))
+                self.U_adjoint(y)
+                self.singular_values(x)
+
+    def _row_buffers(self) -> list[tuple[str, torch.Tensor]]:
+        return [(n, getattr(self, n)) for n in self.per_row_buffers]
+
+    def _map_rows(self, fn) -> "Operator | None":
+        if not self.per_row_buffers:
+            return self if self.is_row_independent() else None
+        if self.is_row_independent():
+            return self
+        return self._with_buffers({n: fn(b) for n, b in self._row_buffers()})
+
+    def _with_buffers(self, buffers: dict[str, torch.Tensor]) -> "Operator":
+        """A shallow copy of this operator with the given per-row buffers replaced."""
+        new = copy.copy(self)
+        new._buffers = dict(self._buffers)
+        for n, b in buffers.items():
+            new._buffers[n] = b
+        return new
+
     @property
     def spec(self) -> str:
         """The spec string (``pgdm.ops.parse`` syntax) that rebuilds this operator, or its class name."""
@@ -71,6 +185,18 @@ class Operator(nn.Module, abc.ABC):
         return Compose([other, self])
 
 
+def _digest(t: torch.Tensor) -> str:
+    """Content hash of a tensor (a host copy: call outside the sampling loop)."""
+    data = t.detach().to("cpu", torch.float64).contiguous().numpy().tobytes()
+    return f"{tuple(t.shape)}:{t.dtype}:{hashlib.sha1(data).hexdigest()}"
+
+
+def _plain_attrs(op: Operator) -> tuple:
+    """Public attributes holding plain values or tuples of them (factors, kernel names, sizes, …)."""
+    plain = lambda v: isinstance(v, _PLAIN) or (isinstance(v, tuple) and all(isinstance(e, _PLAIN) for e in v))  # noqa: E731
+    return tuple(sorted((k, v) for k, v in vars(op).items() if not k.startswith("_") and plain(v)))
+
+
 class LinearOperator(Operator):
     """A linear measurement y = Hx with adjoint Hᵀ and a regularised pseudo-inverse.
 
@@ -85,6 +211,26 @@ class LinearOperator(Operator):
     @abc.abstractmethod
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         """Hᵀy: (B, C, H, W)."""
+
+    # SVD H = U diag(s) Vᵀ for ``decomposable`` operators (deepinv's DecomposablePhysics), in closed form:
+    # z = V_adjoint(x) lives in a "spectral" shape (real or complex); V has orthonormal columns, so
+    # V_adjoint(V(z)) = z and x − V(V_adjoint(x)) is x's part in the null space of H; y = U(s ⊙ V_adjoint(x)).
+
+    def V_adjoint(self, x: torch.Tensor) -> torch.Tensor:
+        """Vᵀx: (B, C, H, W) → the spectral shape."""
+        raise NotImplementedError(f"{self.spec} does not expose an SVD")
+
+    def V(self, z: torch.Tensor) -> torch.Tensor:
+        """Vz: the spectral shape → (B, C, H, W)."""
+        raise NotImplementedError(f"{self.spec} does not expose an SVD")
+
+    def U_adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        """Uᵀy: a measurement → the spectral shape."""
+        raise NotImplementedError(f"{self.spec} does not expose an SVD")
+
+    def singular_values(self, x: torch.Tensor) -> torch.Tensor:
+        """s ≥ 0, broadcasting against V_adjoint(x) (zeros where H has no singular value)."""
+        raise NotImplementedError(f"{self.spec} does not expose an SVD")
 
     def regularized_pinv(self, v: torch.Tensor, lam: float | torch.Tensor) -> torch.Tensor:
         lam = as_batch_lam(lam, v)

@@ -29,6 +29,9 @@ class Blur(LinearOperator):
         True
     """
 
+    keyed_by_content = True
+    decomposable = True
+
     def __init__(self, kernel: torch.Tensor, *, rtol: float | None = None, name: str = "custom") -> None:
         super().__init__()
         kernel = torch.as_tensor(kernel, dtype=torch.float64)
@@ -93,6 +96,33 @@ class Blur(LinearOperator):
         rtol = numerical_rtol(max(h, w), v.dtype) if self.rtol is None else self.rtol
         cutoff = rtol * k_hat.abs().max()  # device tensor: no host sync
         return torch.fft.irfft2(spectral_filter(torch.fft.rfft2(v), k_hat, lam, cutoff), s=(h, w))
+
+    def V_adjoint(self, x: torch.Tensor) -> torch.Tensor:
+        """The unitary 2-D DFT: (B, C, H, W) → (B, C, H, W) complex. H = U diag(|K̂|) Vᵀ with V = F⁻¹, U = F⁻¹ diag(K̂/|K̂|)."""
+        return torch.fft.fft2(x, norm="ortho")
+
+    def V(self, z: torch.Tensor) -> torch.Tensor:
+        """F⁻¹z, real part (z is Hermitian-symmetric whenever it came from real images by real per-frequency scalings)."""
+        return torch.fft.ifft2(z, norm="ortho").real
+
+    def U_adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        k_full = self._full_spectrum(y)
+        phase = torch.where(k_full.abs() > 0, k_full.conj() / k_full.abs().clamp_min(torch.finfo(y.dtype).tiny), torch.ones_like(k_full))
+        return torch.fft.fft2(y, norm="ortho") * phase
+
+    def singular_values(self, x: torch.Tensor) -> torch.Tensor:
+        """(H, W) |K̂|, zero where |K̂| ≤ ``rtol``·max as in ``pinv``."""
+        s = self._full_spectrum(x).abs()
+        rtol = numerical_rtol(max(x.shape[-2:]), x.dtype) if self.rtol is None else self.rtol
+        return torch.where(s > rtol * s.max(), s, torch.zeros_like(s))
+
+    def _full_spectrum(self, x: torch.Tensor) -> torch.Tensor:
+        """The kernel's (H, W) fft2, from its cached rfft2 (cached too)."""
+        key = ("full", x.shape[-2], x.shape[-1], x.device, x.dtype)
+        if key not in self._spectra:
+            h, w = x.shape[-2:]
+            self._spectra[key] = torch.fft.fft2(torch.fft.irfft2(self._spectrum(x), s=(h, w)))
+        return self._spectra[key]
 
     @staticmethod
     def _filter(x: torch.Tensor, spectrum: torch.Tensor) -> torch.Tensor:

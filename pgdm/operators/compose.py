@@ -48,6 +48,35 @@ class Compose(LinearOperator):
     def check_measurement(self, y: torch.Tensor) -> None:
         self.ops[-1].check_measurement(y)
 
+    def signature(self):
+        return ("compose",) + tuple(op.signature() for op in self.ops)
+
+    def is_row_independent(self) -> bool:
+        return all(op.is_row_independent() for op in self.ops)
+
+    def slice_rows(self, rows: int, start: int, stop: int) -> "Compose | None":
+        return self._rebuild([op.slice_rows(rows, start, stop) for op in self.ops])
+
+    def pad_rows(self, rows: int, padded: int) -> "Compose | None":
+        return self._rebuild([op.pad_rows(rows, padded) for op in self.ops])
+
+    def concat_rows(self, others: Sequence[Operator], rows: Sequence[int]) -> "Compose | None":
+        if not others:
+            return self
+        return self._rebuild([op.concat_rows([o.ops[i] for o in others], rows) for i, op in enumerate(self.ops)])
+
+    def static_copy(self, rows: int) -> "Compose":
+        return Compose([op.static_copy(rows) for op in self.ops])
+
+    def load_rows_(self, source: Operator, rows: int) -> None:
+        for dst, src in zip(self.ops, source.ops):
+            dst.load_rows_(src, rows)
+
+    def _rebuild(self, parts: list[Operator | None]) -> "Compose | None":
+        if any(p is None for p in parts):
+            return None
+        return self if all(a is b for a, b in zip(parts, self.ops)) else Compose(parts)
+
     def repeat_batch(self, k: int) -> "Compose":
         parts = [op.repeat_batch(k) for op in self.ops]
         return self if all(a is b for a, b in zip(parts, self.ops)) else Compose(parts)

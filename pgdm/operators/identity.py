@@ -16,6 +16,9 @@ class Identity(LinearOperator):
         torch.Size([2, 3, 8, 8])
     """
 
+    keyed_by_content = True
+    decomposable = True
+
     @property
     def spec(self) -> str:
         return "identity"
@@ -34,3 +37,12 @@ class Identity(LinearOperator):
     def regularized_pinv(self, v: torch.Tensor, lam: float | torch.Tensor) -> torch.Tensor:
         """(I + λI)⁻¹ v = v / (1 + λ)."""
         return v / (1 + as_batch_lam(lam, v))
+
+    def V_adjoint(self, x: torch.Tensor) -> torch.Tensor:
+        """U = V = I, s = 1."""
+        return x
+
+    V = U_adjoint = V_adjoint
+
+    def singular_values(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ones((), dtype=x.dtype, device=x.device)

@@ -24,6 +24,10 @@ class Inpaint(LinearOperator):
         True
     """
 
+    keyed_by_content = True
+    decomposable = True
+    per_row_buffers = ("mask",)  # (1 | B, C_m, H, W): one mask for all rows or one per image
+
     def __init__(self, mask: torch.Tensor) -> None:
         super().__init__()
         mask = torch.as_tensor(mask)
@@ -66,6 +70,15 @@ class Inpaint(LinearOperator):
 
     def regularized_pinv(self, v: torch.Tensor, lam: float | torch.Tensor) -> torch.Tensor:
         return self.adjoint(v) / (1 + as_batch_lam(lam, v))
+
+    def V_adjoint(self, x: torch.Tensor) -> torch.Tensor:
+        """U = V = I and s = m: the spectral domain is the image itself."""
+        return x
+
+    V = U_adjoint = V_adjoint
+
+    def singular_values(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mask.to(x.dtype)
 
     def repeat_batch(self, k: int) -> "Inpaint":
         return self if self.mask.shape[0] == 1 else Inpaint(self.mask.repeat(k, 1, 1, 1))

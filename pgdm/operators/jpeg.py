@@ -68,6 +68,7 @@ class JPEG(Operator):
     """
 
     linear = False
+    keyed_by_content = True
 
     def __init__(
         self,

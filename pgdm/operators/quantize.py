@@ -30,6 +30,7 @@ class Quantize(Operator):
     """
 
     linear = False
+    keyed_by_content = True
 
     def __init__(self, bits: int, *, lo: float = -1.0, hi: float = 1.0) -> None:
         super().__init__()

@@ -30,6 +30,9 @@ class SuperResolution(LinearOperator):
         torch.Size([1, 3, 16, 16])
     """
 
+    keyed_by_content = True
+    decomposable = True
+
     def __init__(self, factor: int, kernel: str = "pool", *, rtol: float = 1e-3, size: tuple[int, int] | None = None) -> None:
         super().__init__()
         if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
@@ -87,6 +90,24 @@ class SuperResolution(LinearOperator):
         gain = torch.where(keep, s / (s * s + lam), torch.zeros_like(s))
         core = separable_apply(v, u_h.T, u_w.T) * gain  # Uᵀ Y U, scaled per singular pair
         return separable_apply(core, vt_h.T, vt_w.T)
+
+    def V_adjoint(self, x: torch.Tensor) -> torch.Tensor:
+        """V_hᵀ X V_w: (B, C, H, W) → (B, C, H/f, W/f), the 1-D SVDs' right singular vectors."""
+        (_, _, vt_h), (_, _, vt_w) = self._svd(x.shape[-2], x), self._svd(x.shape[-1], x)
+        return separable_apply(x, vt_h, vt_w)
+
+    def V(self, z: torch.Tensor) -> torch.Tensor:
+        (_, _, vt_h), (_, _, vt_w) = self._svd(z.shape[-2] * self.factor, z), self._svd(z.shape[-1] * self.factor, z)
+        return separable_apply(z, vt_h.T, vt_w.T)
+
+    def U_adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        (u_h, _, _), (u_w, _, _) = self._svd(y.shape[-2] * self.factor, y), self._svd(y.shape[-1] * self.factor, y)
+        return separable_apply(y, u_h.T, u_w.T)
+
+    def singular_values(self, x: torch.Tensor) -> torch.Tensor:
+        """(H/f, W/f) products s_i s_j, zero below ``rtol``·max as in ``pinv``."""
+        s = self._svd(x.shape[-2], x)[1][:, None] * self._svd(x.shape[-1], x)[1][None, :]
+        return torch.where(s > self.rtol * s.max(), s, torch.zeros_like(s))
 
     def _matrix(self, n: int, like: torch.Tensor) -> torch.Tensor:
         return self._cached(n, like)[0]

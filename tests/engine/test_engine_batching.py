@@ -1,11 +1,10 @@
-"""Batch scheduling and operators-as-batch-data: grouping, padding, splitting, request order, equality with unbatched runs."""
+"""Batch scheduling and the operators' batch semantics: grouping, padding, splitting, request order, equality with unbatched runs."""
 import pytest
 import torch
 
 import pgdm.engine as E
 from engine_helpers import tiny_denoiser
 from pgdm.engine.batching import concat_plans, group_key, pad_plan, slice_plan
-from pgdm.engine.operators import concat_operators, is_row_independent, pad_operator, slice_operator, static_operator, load_rows_
 from pgdm.ops import Blur, Compose, Inpaint, Operator, SuperResolution, center_box_mask, random_pixel_mask
 
 STEPS = 3
@@ -31,7 +30,7 @@ def _img(n, seed):
 
 
 def test_signatures():
-    sig = E.operator_signature
+    sig = lambda op: op.signature()  # noqa: E731
     assert sig(SuperResolution(2)) == sig(SuperResolution(2)) != sig(SuperResolution(4))
     assert sig(SuperResolution(2)) != sig(SuperResolution(2, "bicubic"))
     assert sig(Blur.uniform(3)) == sig(Blur.uniform(3)) != sig(Blur.gaussian(3, 1.0))
@@ -47,23 +46,23 @@ def test_signatures():
 def test_operator_rows_concat_slice_pad():
     shared = Inpaint(center_box_mask(16, 16))
     per = Inpaint(random_pixel_mask(16, 16, batch=3, seed=1))
-    merged = concat_operators([shared, per], [2, 3])
+    merged = shared.concat_rows([per], [2, 3])
     assert merged.mask.shape == (5, 1, 16, 16)
     assert torch.equal(merged.mask[:2], shared.mask.expand(2, 1, 16, 16)) and torch.equal(merged.mask[2:], per.mask)
-    assert concat_operators([shared, Inpaint(center_box_mask(16, 16))], [1, 1]) is shared
-    assert torch.equal(slice_operator(merged, 5, 1, 4).mask, merged.mask[1:4])
-    padded = pad_operator(per, 3, 8)
+    assert shared.concat_rows([Inpaint(center_box_mask(16, 16))], [1, 1]) is shared
+    assert torch.equal(merged.slice_rows(5, 1, 4).mask, merged.mask[1:4])
+    padded = per.pad_rows(3, 8)
     assert padded.mask.shape[0] == 8 and torch.equal(padded.mask[3:], per.mask[:1].expand(5, 1, 16, 16))
     sr = SuperResolution(2)
-    assert pad_operator(sr, 3, 8) is sr and slice_operator(sr, 3, 0, 1) is sr and is_row_independent(sr)
+    assert sr.pad_rows(3, 8) is sr and sr.slice_rows(3, 0, 1) is sr and sr.is_row_independent()
     chain = Compose([Blur.uniform(3), per])
-    assert pad_operator(chain, 3, 4).ops[1].mask.shape[0] == 4 and not is_row_independent(chain)
+    assert chain.pad_rows(3, 4).ops[1].mask.shape[0] == 4 and not chain.is_row_independent()
 
     p = PerImage()  # unknown operator with per-image parameters: cannot be merged, sliced or padded
-    assert concat_operators([p, p], [1, 1]) is None and pad_operator(p, 1, 2) is None and slice_operator(p, 2, 0, 1) is None
-    static = static_operator(per, 3)
+    assert p.concat_rows([p], [1, 1]) is None and p.pad_rows(1, 2) is None and p.slice_rows(2, 0, 1) is None
+    static = per.static_copy(3)
     assert static.mask is not per.mask
-    load_rows_(static, Inpaint(center_box_mask(16, 16)), 3)
+    static.load_rows_(Inpaint(center_box_mask(16, 16)), 3)
     assert torch.equal(static.mask, center_box_mask(16, 16).expand(3, 1, 16, 16))
 
 
@@ -150,9 +149,9 @@ def test_static_operators_snapshot_content_keyed_ops():
     from pgdm.ops import JPEG
 
     op = JPEG(quality=50)
-    sig = E.operator_signature(op)
-    static = static_operator(op, 4)
-    assert static is not op and E.operator_signature(static) == sig
+    sig = op.signature()
+    static = op.static_copy(4)
+    assert static is not op and static.signature() == sig
     op.update_tables(torch.full((2, 8, 8), 7))
-    assert E.operator_signature(op) != sig and E.operator_signature(static) == sig  # the snapshot keeps its tables
-    assert E.operator_signature(JPEG(quality=50)) == sig != E.operator_signature(JPEG(quality=50, size=(30, 30)))
+    assert op.signature() != sig and static.signature() == sig  # the snapshot keeps its tables
+    assert JPEG(quality=50).signature() == sig != JPEG(quality=50, size=(30, 30)).signature()

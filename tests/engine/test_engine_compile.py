@@ -17,7 +17,7 @@ import pgdm.engine as E
 from engine_helpers import float64_copy, rss_bytes, tiny_denoiser
 from pgdm import Restorer
 from pgdm.ops import SuperResolution
-from pgdm.sampler import run_pigdm
+from pgdm.sampler import run_eager
 
 STEPS = 4
 RESTORE_ATOL = 1e-2
@@ -40,9 +40,9 @@ def _check_against_float64(den, eng, y, op, seed):
     """Relative L2 error of the engine's unclamped samples vs float64, within 4× the eager float32 sampler's."""
     plan = eng.plan(y, op, seed=seed)
     plan64 = E.restorer(float64_copy(den), steps=STEPS).plan(y.double(), op, seed=seed)
-    ref64 = run_pigdm(float64_copy(den), plan64)
+    ref64 = run_eager(float64_copy(den), plan64)
     rel = lambda x: float((x.double() - ref64).norm() / ref64.norm())  # noqa: E731
-    err_eager, err_engine = rel(run_pigdm(den, plan)), rel(eng.run_plan(plan))
+    err_eager, err_engine = rel(run_eager(den, plan)), rel(eng.run_plan(plan))
     assert err_engine <= 4 * err_eager, (err_engine, err_eager)
 
 

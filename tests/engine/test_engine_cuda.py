@@ -15,7 +15,7 @@ from engine_helpers import float64_copy, tiny_denoiser
 from pgdm.engine.batching import pad_plan
 from pgdm.engine.precision import precision_context
 from pgdm.ops import Inpaint, SuperResolution, center_box_mask, random_pixel_mask
-from pgdm.sampler import run_pigdm
+from pgdm.sampler import run_eager
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
@@ -37,10 +37,10 @@ def setup():
 def _rel_err_vs_float64(den, eng, y, op, seed, precision="fp32"):
     plan = eng.plan(y, op, seed=seed)
     plan64 = E.restorer(float64_copy(den), steps=STEPS).plan(y.double(), op, seed=seed)
-    ref64 = run_pigdm(float64_copy(den), plan64)
+    ref64 = run_eager(float64_copy(den), plan64)
     rel = lambda x: float((x.double() - ref64).norm() / ref64.norm())  # noqa: E731
     with precision_context("fp32", DEV):
-        err_eager = rel(run_pigdm(den, plan))
+        err_eager = rel(run_eager(den, plan))
     return rel(eng.run_plan(plan)), err_eager
 
 
@@ -97,7 +97,7 @@ def test_captured_eager_step_and_sync_detection(setup):
     op = Inpaint(masks)  # noisy inpainting: no tensors built from Python scalars inside the step
     plan = eng.plan(op(images[:3]), op, sigma_y=0.1, seed=[1, 2, 3])
     with precision_context("fp32", DEV):
-        ref = run_pigdm(den, pad_plan(plan, 4))[:3]  # the graph runs the batch padded to 4: cuDNN picks per batch size
+        ref = run_eager(den, pad_plan(plan, 4))[:3]  # the graph runs the batch padded to 4: cuDNN picks per batch size
     out = eng.run_plan(plan)
     assert eng.stats["captures"] == 1
     assert float((out - ref).norm() / ref.norm()) < 1e-5

@@ -18,7 +18,7 @@ from engine_helpers import float64_copy, rss_bytes, tiny_denoiser
 from pgdm import Restorer
 from pgdm.ops import Blur, Inpaint, SuperResolution, random_pixel_mask
 from pgdm.rng import gaussian_no_sync, stream_keys
-from pgdm.sampler import pigdm_step
+from pgdm.methods import pigdm_step
 
 STEPS = 4
 # ‖x_next − x_next(float64)‖ / ‖x_next(float64)‖ for one mid-schedule step.

@@ -13,7 +13,8 @@ from engine_helpers import float64_copy, tiny_denoiser
 from pgdm.export import OnnxStepRestorer, export_step
 from pgdm.export.onnx import UnsupportedStep, _avg_pool_grad, _conv_input_grad, _nearest_upsample_grad, input_names
 from pgdm.ops import Inpaint, parse
-from pgdm.sampler import pigdm_step, plan_sampling, run_pigdm, step_inputs
+from pgdm.methods import pigdm_step
+from pgdm.sampler import SamplerSettings, plan_sampling, run_eager, step_inputs
 
 STEPS = 6
 aten = torch.ops.aten
@@ -77,13 +78,13 @@ def test_restore_through_onnx_runtime_matches_pytorch(exported, case):
     y = op(torch.rand(3, 1, 16, 16, generator=gen) * 2 - 1)
     runner = OnnxStepRestorer(path)
     assert runner.names == input_names("sigma_y" in c["kw"], c["num_classes"] is not None)
-    plan = plan_sampling(den, y, op, steps=STEPS, eta=1.0, start_step=None, **kw)
+    plan = plan_sampling(den, y, op, SamplerSettings(steps=STEPS), **kw)
     got = runner.run_plan(plan)
     den64 = float64_copy(den)
-    plan64 = plan_sampling(den64, y.double(), op, steps=STEPS, eta=1.0, start_step=None, dtype=torch.float64, **kw)
-    ref64 = run_pigdm(den64, plan64)
+    plan64 = plan_sampling(den64, y.double(), op, SamplerSettings(steps=STEPS), dtype=torch.float64, **kw)
+    ref64 = run_eager(den64, plan64)
     rel = lambda x: float((x.double() - ref64).norm() / ref64.norm())  # noqa: E731
-    err_eager = rel(run_pigdm(den, plan))
+    err_eager = rel(run_eager(den, plan))
     assert rel(got) <= 4 * err_eager + 1e-6, (rel(got), err_eager)
     # one step's x̂ output against the eager step's
     x0 = torch.from_numpy(runner.session.run(["x0"], runner.step_feed(plan, plan.x_init, 0))[0])
@@ -96,7 +97,7 @@ def test_plans_that_do_not_fit_the_graph_are_refused(exported):
     den, op, path = exported("sr2")
     runner = OnnxStepRestorer(path)
     y = op(torch.zeros(3, 1, 16, 16))
-    plan = lambda op=op, y=y, **kw: plan_sampling(den, y, op, steps=2, eta=1.0, start_step=None, **kw)  # noqa: E731
+    plan = lambda op=op, y=y, clip_denoised=True, **kw: plan_sampling(den, y, op, SamplerSettings(steps=2, clip_denoised=clip_denoised), **kw)  # noqa: E731
     runner.check_plan(plan())
     with pytest.raises(ValueError, match="exported for batch 3"):
         runner.run_plan(plan(y=y[:2]))
@@ -111,7 +112,7 @@ def test_plans_that_do_not_fit_the_graph_are_refused(exported):
 
 def test_what_cannot_be_exported_is_refused_in_one_line():
     den, blur = tiny_denoiser(), parse("blur-uniform3", (1, 16, 16))
-    with pytest.raises(ValueError, match="cannot export the ΠGDM step for Blur to ONNX: <class") as e:
+    with pytest.raises(ValueError, match="cannot export the pigdm step for Blur to ONNX: <class") as e:
         export_step(den, blur, "unused.onnx", 1)  # h† works on complex FFT spectra
     assert "\n" not in str(e.value)
     with pytest.raises(ValueError, match="linear operator"):

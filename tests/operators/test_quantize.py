@@ -71,11 +71,11 @@ def test_bad_input(make, match):
 
 
 def test_sigma_y_rejected():
-    from pgdm.sampler import plan_sampling
+    from pgdm.sampler import SamplerSettings, plan_sampling
 
     op = LowDynamicRange()
     with pytest.raises(ValueError, match="non-linear"):
-        plan_sampling(None, op(torch.zeros(1, 3, 8, 8)), op, steps=10, eta=1.0, start_step=None, sigma_y=0.05)
+        plan_sampling(None, op(torch.zeros(1, 3, 8, 8)), op, SamplerSettings(steps=10), sigma_y=0.05)
 
 
 @pytest.mark.parametrize("spec", ["quant3", "quant4", "ldr"])

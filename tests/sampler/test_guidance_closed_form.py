@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from analytic import gaussian_denoiser
+from pgdm.analytic import gaussian_denoiser
 from pgdm import pigdm_coefficients, pigdm_step, schedules
 from pgdm.ops import Blur, Compose, Inpaint, SuperResolution, center_box_mask
 from test_helpers import dense

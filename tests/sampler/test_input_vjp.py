@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from pgdm.sampler import input_vjp
+from pgdm.methods import input_vjp
 
 
 def _net_and_inputs():

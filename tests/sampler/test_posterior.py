@@ -11,8 +11,9 @@ samples and fixed seeds — and each deliberately wrong variant breaks at least 
 import pytest
 import torch
 
+import pgdm.methods.pigdm as pigdm_method
 import pgdm.sampler as sampler
-from analytic import GaussianMixtureEps, gmm_posterior
+from pgdm.analytic import GaussianMixtureEps, gmm_posterior
 from pgdm import Denoiser, schedules
 from pgdm.ops import Inpaint, SuperResolution, center_box_mask
 from pgdm.units import sigma_to_pixel
@@ -24,7 +25,7 @@ CASES = {
     "inpaint": ((1, 4, 4), lambda: Inpaint(center_box_mask(4, 4))),
     "sr4": ((1, 8, 8), lambda: SuperResolution(4)),
 }
-_correct = sampler.guidance_vector
+_correct = pigdm_method.guidance_vector
 VARIANTS = {
     "flipped": lambda *a: -_correct(*a),
     "halved": lambda *a: 0.5 * _correct(*a),
@@ -57,10 +58,10 @@ def posterior_errors(case, sigma_y):
     cov = sum(w * (c + torch.outer(m - mean, m - mean)) for w, m, c in zip(pw, pm, pc))
 
     plan = sampler.plan_sampling(
-        den, y.expand(NUM, *y.shape[1:]), op, steps=STEPS, eta=1.0, start_step=None, sigma_y=sigma_to_pixel(sigma_y), seed=0, dtype=torch.float64,
-        clip_denoised=False,
+        den, y.expand(NUM, *y.shape[1:]), op, sampler.SamplerSettings(steps=STEPS, clip_denoised=False), sigma_y=sigma_to_pixel(sigma_y), seed=0,
+        dtype=torch.float64,
     )
-    xs = sampler.run_pigdm(den, plan).flatten(1)
+    xs = sampler.run_eager(den, plan).flatten(1)
     mean_err = (xs.mean(0) - mean).norm() / cov.diagonal().sum().sqrt()
     hx = xs @ H.T
     hx_mean_err = (hx.mean(0) - H @ mean).pow(2).mean()
@@ -83,6 +84,6 @@ def test_samples_close_to_exact_posterior(case, sigma_y):
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_wrong_guidance_variants_fail(variant, monkeypatch):
-    monkeypatch.setattr(sampler, "guidance_vector", VARIANTS[variant])
+    monkeypatch.setattr(pigdm_method, "guidance_vector", VARIANTS[variant])
     results = {(case, s): within_bounds(case, s) for case in CASES for s in (0.0, 0.3)}
     assert not all(results.values()), f"{variant} guidance passed every posterior check: {results}"

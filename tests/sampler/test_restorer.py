@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import pgdm
-from analytic import GaussianMixtureEps
+from pgdm.analytic import GaussianMixtureEps
 from pgdm import Denoiser, Restorer, schedules
 from pgdm.ops import Inpaint, Operator, SuperResolution, center_box_mask
 from pgdm.rng import gaussian_no_sync, stream_keys
@@ -83,10 +83,10 @@ def test_num_samples_mean_and_std():
 
 
 def _sample(restorer, op, x, j):
-    from pgdm.sampler import plan_sampling, run_pigdm
+    from pgdm.sampler import plan_sampling, run_eager
 
-    plan = plan_sampling(restorer.denoiser, op(x), op, steps=restorer.steps, eta=restorer.eta, start_step=None, seed=3, num_samples=4)
-    return run_pigdm(restorer.denoiser, plan).unflatten(0, (4, -1))[j]
+    plan = plan_sampling(restorer.denoiser, op(x), op, restorer.settings, seed=3, num_samples=4)
+    return run_eager(restorer.denoiser, plan).unflatten(0, (4, -1))[j]
 
 
 def test_start_step_and_noisy_restore_run_and_stay_in_range():
