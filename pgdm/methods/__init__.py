@@ -27,7 +27,7 @@ METHODS: dict[str, Method] = {
         Method("ddnm+", ddnm_plus_step, ddnm_coefficients, {"eta": 0.85}, "any", False, "Wang et al., ICLR 2023, Eq. 17-19"),
         Method("diffpir", diffpir_step, diffpir_coefficients, {"lam": 7.0, "zeta": 0.3}, "any", False, "Zhu et al., CVPRW 2023, Alg. 1"),
         Method("ddrm", ddrm_step, ddrm_coefficients, {"eta": 0.85, "eta_b": 1.0}, "svd", False, "Kawar et al., NeurIPS 2022, Eq. 7-8"),
-        Method("cpigdm", cpigdm_step, cpigdm_coefficients, {"w": 2.0, "lam": -0.15}, "linear", True, "Pandey et al., NeurIPS 2024, Sec. 2.3"),
+        Method("cpigdm", cpigdm_step, cpigdm_coefficients, {"w": 16.0, "lam": 0.0}, "linear", True, "Pandey et al., NeurIPS 2024, Sec. 2.3"),
     )
 }
 
