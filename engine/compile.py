@@ -1,7 +1,7 @@
-"""``torch.compile`` of the whole ΠGDM step, guidance VJP included. The only place with dynamo/Inductor flags.
+"""``torch.compile`` of a method's whole step, guidance VJP included. The only place with dynamo/Inductor flags.
 
-How the VJP compiles: under dynamo, :func:`pgdm.sampler.input_vjp` (the input-only VJP of
-:func:`pgdm.sampler.pigdm_step`) takes it with ``torch.func.vjp``, which dynamo traces (forward and
+How the VJP compiles: under dynamo, :func:`pgdm.methods.input_vjp` (the input-only VJP of
+:func:`pgdm.methods.pigdm_step` and of RG and DPS) takes it with ``torch.func.vjp``, which dynamo traces (forward and
 backward in one graph, AOTAutograd partitioning them) with ``fullgraph=True`` and no special flag, on
 torch 2.11 and 2.13 alike; eager runs take it with ``torch.autograd.grad``. (``x.requires_grad_()`` +
 ``torch.autograd.grad`` needs ``trace_autograd_ops`` on 2.13 and breaks the graph on 2.11, whose

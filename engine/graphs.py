@@ -1,4 +1,4 @@
-"""CUDA graphs around the whole ΠGDM step: static buffers, capture, and the graph cache.
+"""CUDA graphs around a method's whole step: static buffers, capture, and the graph cache.
 
 The runner (``engine/runner.py``) owns warm-up and data loading; this module only keeps memory and
 graphs. A graph is captured once per :class:`GraphKey` over fixed views of :class:`StaticBuffers`,

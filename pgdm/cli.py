@@ -16,6 +16,7 @@ from tqdm import tqdm
 from pgdm.engine import StepCompileError, restorer
 
 from . import train as train_cmd
+from .bench import add_parser as add_bench_parser
 from .io import fit_size, list_images, read_image, write_image
 from .measurements import mask_path_for, read_measurement, write_measurement
 from .metrics import psnr, ssim
@@ -309,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noisy", action="store_true", help="take per-image sigma_y2 (the noisy guidance)")
     p.add_argument("--seed", type=int, default=0, help="seed for random masks and kernels in TASK")
     p.set_defaults(run=_export)
+    add_bench_parser(sub)
     return parser
 
 

@@ -130,7 +130,8 @@ def plot_lines(path: Path, rows: Sequence[dict], x: str, y: str, panel: str, lin
             if xlog:
                 ax.set_xscale("log")
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
+            if cells:
+                ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

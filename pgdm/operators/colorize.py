@@ -19,6 +19,7 @@ class Colorize(LinearOperator):
     """
 
     keyed_by_content = True
+    decomposable = True
 
     def __init__(self, channels: int = 3) -> None:
         super().__init__()
@@ -52,3 +53,16 @@ class Colorize(LinearOperator):
 
     def regularized_pinv(self, v: torch.Tensor, lam: float | torch.Tensor) -> torch.Tensor:
         return self.pinv(v / (1 + self.channels * as_batch_lam(lam, v)))
+
+    def V_adjoint(self, x: torch.Tensor) -> torch.Tensor:
+        """Per pixel H = (1/C) 1ᵀ = U s Vᵀ with U = 1, s = 1/√C, V = 1/√C: (B, C, H, W) → (B, 1, H, W)."""
+        return x.sum(dim=1, keepdim=True) / self.channels**0.5
+
+    def V(self, z: torch.Tensor) -> torch.Tensor:
+        return (z / self.channels**0.5).expand(-1, self.channels, -1, -1).contiguous()
+
+    def U_adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        return y
+
+    def singular_values(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.full((), self.channels**-0.5, dtype=x.dtype, device=x.device)
