@@ -18,7 +18,7 @@ from pgdm.bench.cells import MethodSpec
 from pgdm.bench.posterior import posterior_cell
 from pgdm.methods import METHODS
 from pgdm.methods.cpigdm import cpigdm_coefficients, gauss_legendre
-from pgdm.ops import Inpaint, JPEG, SuperResolution, center_box_mask
+from pgdm.ops import JPEG, Inpaint, Quantize, SuperResolution, center_box_mask
 from pgdm.units import sigma_to_pixel
 from test_helpers import dense
 
@@ -144,10 +144,10 @@ def test_bad_options_and_nonlinear_operators_are_one_line_errors():
         sampler.SamplerSettings("cpigdm", 10, options={"w": 0.0})
     with pytest.raises(ValueError, match="1 \\+ λΔτ"):
         sampler.SamplerSettings("cpigdm", 1, options={"lam": 5.0})
-    den, *_ = mixture_denoiser((1, 8, 8))
-    op = JPEG(50)
-    with pytest.raises(ValueError, match="cpigdm"):
-        sampler.plan_sampling(den, op(torch.zeros(1, 1, 8, 8)), op, sampler.SamplerSettings("cpigdm", 5))
+    den, *_ = mixture_denoiser((3, 16, 16))
+    for op in (JPEG(50), Quantize(3)):
+        with pytest.raises(ValueError, match="cpigdm"):
+            sampler.plan_sampling(den, op(torch.zeros(1, 3, 16, 16)), op, sampler.SamplerSettings("cpigdm", 5))
     assert METHODS["cpigdm"].needs == "linear"
 
 
