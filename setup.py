@@ -5,7 +5,7 @@ setup(
     version="0.1.0",
     description="Pseudoinverse-guided diffusion models (ΠGDM): fast image restoration with one pretrained diffusion model",
     python_requires=">=3.10",
-    packages=["pgdm", "pgdm.operators", "pgdm.models", "pgdm.kernels", "pgdm.engine", "pgdm.export"],
+    packages=["pgdm", "pgdm.operators", "pgdm.models", "pgdm.integrations", "pgdm.kernels", "pgdm.engine", "pgdm.export"],
     package_dir={
         "pgdm": "pgdm",
         "pgdm.kernels": "kernels",
@@ -26,6 +26,7 @@ setup(
         "diffusers": ["diffusers>=0.27"],
         "triton": ["triton>=3.0"],
         "onnx": ["onnx>=1.16", "onnxscript>=0.3", "onnxruntime>=1.18"],
+        "ray": ["ray[data]>=2.9"],
         "dev": [
             "pytest>=8",
             "scipy>=1.10",
