@@ -114,9 +114,11 @@ def restore(args: argparse.Namespace) -> int:
     store, _, _ = next(dist.rendezvous("env://"))
     # object collectives and barriers run on gloo; NCCL (never used by pgdm itself) is there for pipelines
     backend = "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend, store=dist.PrefixStore("pg", store), rank=launch.rank, world_size=launch.world_size)
+    # keys under the restart count: an elastic restart may reuse the store, holding the killed attempt's keys
+    attempt = dist.PrefixStore(f"pgdm/attempt{launch.restart}", store)
+    dist.init_process_group(backend, store=dist.PrefixStore("pg", attempt), rank=launch.rank, world_size=launch.world_size)
     try:
-        return _restore_ranks(args, launch, device, dist.PrefixStore(f"pgdm/restore/{launch.restart}", store))
+        return _restore_ranks(args, launch, device, dist.PrefixStore("restore", attempt))
     finally:
         dist.destroy_process_group()
 
