@@ -23,6 +23,7 @@ import os
 import socket
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -102,32 +103,36 @@ def _broadcast(value, launch: Launch):
 
 
 def restore(args: argparse.Namespace) -> int:
-    """Run the ``pgdm restore`` options ``args`` as this rank's share of a torchrun job; returns the job's exit code.
+    """Run the ``pgdm restore`` options ``args`` as this process's share of a torchrun job; returns the job's exit code.
 
     Every rank returns the same code: 0, or 1 when any image failed on any rank (each failure is printed by
-    its rank as ``error: PATH: ...`` and listed again in rank 0's summary). Needs the torchrun environment.
+    its rank as ``error: PATH: ...`` and listed again in rank 0's summary). A process group the caller has
+    initialised already is used as it is (and left open); otherwise one is set up for the call and destroyed
+    after it. Outside torchrun the job runs as a world of one process.
     """
-    launch = Launch.from_env()
+    launch = Launch.from_env() if launched_by_torchrun() else Launch(0, 1, 0, 0)
     device = device_for_rank(args.device, launch.local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    store, _, _ = next(dist.rendezvous("env://"))
-    # object collectives and barriers run on gloo; NCCL (never used by pgdm itself) is there for pipelines
-    backend = "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
+    store = next(dist.rendezvous("env://"))[0] if launched_by_torchrun() else dist.HashStore()
     # keys under the restart count: an elastic restart may reuse the store, holding the killed attempt's keys
     attempt = dist.PrefixStore(f"pgdm/attempt{launch.restart}", store)
-    dist.init_process_group(backend, store=dist.PrefixStore("pg", attempt), rank=launch.rank, world_size=launch.world_size)
+    owned = not dist.is_initialized()
+    if owned:  # object collectives run on gloo; NCCL (unused by pgdm itself) is there for a pipeline's own tensors
+        backend = "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, store=dist.PrefixStore("pg", attempt), rank=launch.rank, world_size=launch.world_size)
     try:
         return _restore_ranks(args, launch, device, dist.PrefixStore("restore", attempt))
     finally:
-        dist.destroy_process_group()
+        if owned:
+            dist.destroy_process_group()
 
 
 def _restore_ranks(args: argparse.Namespace, launch: Launch, device: torch.device, store: dist.Store) -> int:
     lead = launch.rank == 0
     job = RestoreJob(args, device, show_progress=lead)
-    pending = _broadcast(([i for i, _ in job.pending()], len(job.images)), launch)
-    indices, count = pending
+    # a fresh key per call: a pipeline may run several jobs in one process group, on one store
+    token, indices, count = _broadcast((uuid.uuid4().hex, [i for i, _ in job.pending()], len(job.images)), launch)
     if count != len(job.images):
         raise ValueError(f"rank {launch.rank} on {socket.gethostname()} finds {len(job.images)} input images, rank 0 finds {count}")
     work: list[WorkItem] = [(i, job.images[i]) for i in indices]
@@ -136,6 +141,7 @@ def _restore_ranks(args: argparse.Namespace, launch: Launch, device: torch.devic
     def show(global_done: int) -> None:
         bar.update(global_done - bar.n)
 
+    store = dist.PrefixStore(token, store)
     counter = WorkCounter(store, "claimed", len(work), args.batch_size)
     restored, start = 0, time.perf_counter()
     for claim in counter.claims():

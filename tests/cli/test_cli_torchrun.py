@@ -168,3 +168,27 @@ def test_two_nodes_on_one_machine(ten, model, reference, tmp_path):
     assert summary.count(f"restored {IMAGES} image(s), skipped 0 already done, 1 failed") == 1
     _same_pngs(tmp_path, reference)
     assert set(json.loads((tmp_path / "metrics.json").read_text())) == {f"img{i}" for i in range(IMAGES)}
+
+
+def test_python_api_alone_and_inside_the_callers_process_group(ten, model, reference, tmp_path, capsys):
+    """``pgdm.distributed.restore`` outside torchrun is a world of one; in a group the caller set up, it runs
+    once per call (each call its own claim counter) and leaves the group open."""
+    import torch.distributed as dist
+
+    from pgdm import distributed
+    from pgdm.cli import build_parser
+
+    def args(out):
+        return build_parser().parse_args([str(a) for a in _restore([ten], out, model)])
+
+    assert distributed.restore(args(tmp_path / "alone")) == 1 and not dist.is_initialized()
+    _same_pngs(tmp_path / "alone", reference)
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        for name in ("first", "second"):
+            assert distributed.restore(args(tmp_path / name)) == 1
+            _same_pngs(tmp_path / name, reference)
+        assert dist.is_initialized()
+    finally:
+        dist.destroy_process_group()
+    assert capsys.readouterr().out.count(f"restored {IMAGES} image(s), skipped 0 already done, 1 failed") == 3
