@@ -5,7 +5,7 @@ per process: in this process through :class:`pgdm.restore_job.RestoreJob` (no to
 ``torchrun --nproc-per-node 1`` and ``2`` (the ranks' own figure: images over the time from the first claim to
 the last batch, model loading and start-up excluded). The coordination cost per image is timed apart: the two
 ``store.add`` calls of a batch on a c10d TCPStore, and one ``metrics.json`` merge of a batch into a file that
-already holds the whole job's entries, each divided by the batch size.
+already holds the whole job's entries (and one of ``--large-entries``), each divided by the batch size.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_distributed.py --images 32 --steps 20 --batch-size 4
 """
@@ -94,6 +94,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--reps", type=int, default=200, help="timed calls of store.add and of the metrics merge")
+    p.add_argument("--large-entries", type=int, default=10000, help="also time the merge into a metrics.json this large")
     opts = p.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
@@ -104,15 +105,19 @@ def main() -> None:
         for nproc in (1, 2):
             rates[f"torchrun --nproc-per-node {nproc}"] = torchrun(inputs, root / f"ranks{nproc}", opts, nproc)
         add = store_ms(opts.reps)
-        (root / "m").mkdir()
-        merge = metrics_ms(root / "m", opts.images, opts.batch_size, opts.reps)
+        merges = {}
+        for entries in (opts.images, opts.large_entries):
+            (root / f"m{entries}").mkdir()
+            merges[entries] = metrics_ms(root / f"m{entries}", entries, opts.batch_size, opts.reps)
     print(f"default model, sr4, {opts.images} images, {opts.steps} steps, batch {opts.batch_size}, 1 thread per process")
     print("| run | images/s |\n|---|---:|")
     for name, rate in rates.items():
         print(f"| {name} | {rate:.2f} |")
-    per_image = (2 * add + merge) / opts.batch_size
-    print(f"\nstore.add round trip: {add:.3f} ms; metrics.json merge of a batch ({opts.images} entries): {merge:.3f} ms")
-    print(f"coordination per image: (2 × {add:.3f} + {merge:.3f}) / {opts.batch_size} = {per_image:.3f} ms")
+    print(f"\nstore.add round trip: {add:.3f} ms")
+    for entries, merge in merges.items():
+        per_image = (2 * add + merge) / opts.batch_size
+        print(f"metrics.json holding {entries} entries: merge of a batch {merge:.3f} ms; "
+              f"coordination per image (2 × {add:.3f} + {merge:.3f}) / {opts.batch_size} = {per_image:.3f} ms")  # fmt: skip
 
 
 if __name__ == "__main__":
