@@ -92,7 +92,7 @@ class Restore:
         op = self._operator(batch.get("mask"))
         y = project_measurement(last_operator(op), self._measurements(batch["image"]))
         sigma_y = batch.get("sigma_y", 0.0)
-        sigma_y = torch.as_tensor(np.asarray(sigma_y, dtype=np.float64))
+        sigma_y = torch.from_numpy(np.array(sigma_y, dtype=np.float64))  # a copy: Ray batches are read-only
         with torch.no_grad():
             x = self.restorer.restore(y.to(self.device), op.to(self.device), sigma_y=sigma_y, seed=[int(s) for s in batch["seed"]])
         return {**batch, "restored": np.stack([to_uint8(row) for row in x])}
