@@ -1,4 +1,4 @@
-"""The ``pgdm`` command line: ``restore``, ``degrade``, ``demo``, ``train``, ``convert``."""
+"""The ``pgdm`` command line: ``restore`` (also under torchrun), ``degrade``, ``demo``, ``train``, ``convert``."""
 from __future__ import annotations
 
 import argparse
@@ -182,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=tasks + "\n\nexamples:\n  pgdm restore sr4 low_res/ -o out/ --steps 100\n"
                        "  pgdm restore jpeg photo.jpg -o out/\n  pgdm restore inpaint-center img.png --mask mask.png -o out/\n"
                        "  pgdm restore denoise noisy.png --sigma-y 0.05 -o out/\n"
-                       "  pgdm restore sr4 clean/ -o out/ --simulate --num-samples 8 --grid out/grid.png")  # fmt: skip
+                       "  pgdm restore sr4 clean/ -o out/ --simulate --num-samples 8 --grid out/grid.png\n"
+                       "  torchrun --nproc-per-node 4 -m pgdm restore sr4 low_res/ -o out/ --device cuda   # docs/scale-out.md")  # fmt: skip
     p.add_argument("task", help="operator spec, e.g. sr4, jpeg10, inpaint-center, blur-uniform9, sr4+jpeg10")
     p.add_argument("inputs", nargs="+", help="image files or folders")
     p.add_argument("-o", "--output", required=True, help="output folder (one PNG per input, metrics.json)")

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -176,5 +175,5 @@ def _print_rank_summary(reports: Sequence[RankReport], skipped: int, job: Restor
               f"{r.images_per_s:.2f} img/s, {len(r.failures)} failed")  # fmt: skip
     total = sum(r.restored for r in reports)
     wall = max(r.seconds for r in reports)
-    print(f"{len(reports)} ranks: {total / wall if wall > 0 else 0.0:.2f} img/s together", file=sys.stdout)
+    print(f"{len(reports)} ranks: {total / wall if wall > 0 else 0.0:.2f} img/s together")
     print_summary(total, skipped, failures, job.folder.folder)
