@@ -14,7 +14,7 @@
 # returned as $OUT/compile_cache.tgz: unpack that into .device_cache/ and carry it to the next lent machine to
 # skip most of the compile time there (same GPU model, torch and triton).
 # BLOCKS="engine_tests adm256_b1" runs only the named blocks (adm256_b16 adm256_b1 engine_tests kernel_tests
-# adm256_eager kernel_bench torchrun), e.g. to redo one with the device minutes left; BUDGET overrides the 470 s;
+# interop_cupy adm256_eager kernel_bench torchrun), e.g. to redo one with the device minutes left; BUDGET overrides the 470 s;
 # BENCH_ARGS adds bench_step.py arguments to the ADM-256 blocks, e.g. BENCH_ARGS="--inductor conv_1x1_as_mm=True".
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -109,6 +109,37 @@ if want kernel_tests; then
     echo "== kernel tests (CUDA) =="
     run 100 kernels_tests.txt $PYTHON -m pytest -q -p no:cacheprovider tests/kernels
     note "kernel tests: $(tail -1 "$OUT/kernels_tests.txt" 2>/dev/null)"
+fi
+
+# ---- pgdm.interop: CuPy arrays in and out of Restorer / Engine on the GPU, without copies ---------------------
+if want interop_cupy; then
+    echo "== CuPy interop (pgdm.interop) =="
+    if $PYTHON -c 'import cupy' 2>/dev/null; then
+        run 60 interop_cupy.txt $PYTHON - <<'PYEOF'
+import cupy, torch
+import pgdm
+from pgdm.engine import restorer
+from pgdm.interop import like, to_tensor
+
+a = cupy.arange(12, dtype=cupy.float32).reshape(3, 4)
+t = to_tensor(a)
+assert t.is_cuda and t.data_ptr() == a.data.ptr, "to_tensor copied the CuPy array"
+back = like(t, a)
+assert isinstance(back, cupy.ndarray) and back.data.ptr == t.data_ptr(), "like copied the tensor"
+den = pgdm.load_model("default", device="cuda")
+op = pgdm.ops.SuperResolution(2).cuda()
+y = op(torch.rand(2, 1, 32, 32, device="cuda") * 2 - 1)
+for r in (pgdm.Restorer(den, steps=5), restorer(den, steps=5)):
+    ref = r.restore(y, op, seed=3)
+    got = r.restore(cupy.from_dlpack(y), op, seed=3)
+    assert isinstance(got, cupy.ndarray) and got.device.id == y.device.index
+    assert torch.equal(torch.from_dlpack(got), ref), f"{type(r).__name__}: CuPy result differs from the torch one"
+print("CuPy interop: zero-copy in and out, Restorer and Engine results equal the torch ones: OK")
+PYEOF
+        note "CuPy interop: $(tail -1 "$OUT/interop_cupy.txt" 2>/dev/null)"
+    else
+        note "CuPy interop: skipped (cupy is not installed; pip install 'pgdm[cupy]')"
+    fi
 fi
 
 want adm256_eager && echo "== ADM-256 bf16, graph of the eager step, batch 16 ==" &&

@@ -20,6 +20,7 @@ import torch
 
 from pgdm import schedules
 from pgdm.denoiser import Denoiser
+from pgdm.interop import accepts_arrays
 from pgdm.operators import Inpaint, Operator
 from pgdm.rng import gaussian_no_sync
 from pgdm.sampler import SamplingPlan, pigdm_step, plan_sampling, summarize_samples
@@ -186,6 +187,7 @@ class Engine:
 
     # ------------------------------------------------------------------ public API
 
+    @accepts_arrays
     @torch.no_grad()
     def restore(
         self,
@@ -201,7 +203,8 @@ class Engine:
     ):
         """Restore x from y = h(x) (+ N(0, σ_y²)); arguments and result as :meth:`pgdm.Restorer.restore`.
 
-        y: (B, …) measurement on the model's device. Returns (B, C, H, W) in [-1, 1], or (mean, std).
+        y: (B, …) measurement on the model's device, or any DLPack array (results then come back as its type,
+        ``pgdm.interop``). Returns (B, C, H, W) in [-1, 1], or (mean, std).
         callback: called after every step with {"i", "t", "x"} (no "denoised": the step keeps x̂ internal);
         ``x`` is the engine's buffer (padded rows included), valid until the next step.
         """

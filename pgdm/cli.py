@@ -1,4 +1,4 @@
-"""The ``pgdm`` command line: ``restore`` (also under torchrun), ``degrade``, ``demo``, ``train``, ``convert``."""
+"""The ``pgdm`` command line: ``restore`` (also under torchrun), ``degrade``, ``demo``, ``train``, ``convert``, ``export``, ``serve``."""
 from __future__ import annotations
 
 import argparse
@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from pgdm.engine import StepCompileError
 
-from . import distributed
+from . import distributed, serve
 from . import train as train_cmd
 from .io import fit_size, list_images, read_image
 from .measurements import measurement_files, write_measurement
@@ -241,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noisy", action="store_true", help="take per-image sigma_y2 (the noisy guidance)")
     p.add_argument("--seed", type=int, default=0, help="seed for random masks and kernels in TASK")
     p.set_defaults(run=_export)
+
+    serve.add_parser(sub)
     return parser
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["psnr", "ssim"]
+__all__ = ["psnr", "ssim", "consistency_rms"]
 
 
 def psnr(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
@@ -18,6 +18,11 @@ def ssim(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     from torchmetrics.functional.image import structural_similarity_index_measure
 
     return structural_similarity_index_measure(_unit(x), _unit(ref), data_range=1.0, reduction="none")
+
+
+def consistency_rms(op, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-image RMS of h(x̂) − y over one image's measurement entries (x: (B, C, H, W), y: (B, …)) → (B,)."""
+    return (op(x) - y).flatten(1).norm(dim=1) / (y[0].numel() ** 0.5)
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:

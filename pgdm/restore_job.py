@@ -23,7 +23,7 @@ from pgdm.engine import restorer
 from .grids import measurement_view, write_grid
 from .io import fit_size, list_images, read_image, write_image
 from .measurements import last_operator, read_measurement
-from .metrics import psnr, ssim
+from .metrics import consistency_rms, psnr, ssim
 from .operators import GaussianNoise, Inpaint, Operator, parse
 from .outputs import MetricsFile, OutputFolder, output_names
 from .sampler import NonFiniteError, Restorer
@@ -74,13 +74,13 @@ def make_restorer(args: argparse.Namespace, denoiser, batch: int):
     )  # fmt: skip
 
 
-def _split_masks(paths: list[Path], template: Operator, simulate: bool) -> tuple[list[Path], set[Path]]:
-    """(images, masks): for an inpainting task on measurement files, ``X_mask.png`` beside an input ``X.*`` is X's mask."""
+def _images_without_masks(paths: list[Path], template: Operator, simulate: bool) -> list[Path]:
+    """The images to restore: for an inpainting task on measurement files, ``X_mask.png`` beside an input ``X.*``
+    is X's mask, not an image; for every other task each file is an image."""
     if simulate or not isinstance(last_operator(template), Inpaint):
-        return paths, set()
+        return paths
     stems = {(p.parent, p.stem) for p in paths}
-    masks = {p for p in paths if p.stem.endswith("_mask") and (p.parent, p.stem[: -len("_mask")]) in stems}
-    return [p for p in paths if p not in masks], masks
+    return [p for p in paths if not (p.stem.endswith("_mask") and (p.parent, p.stem[: -len("_mask")]) in stems)]
 
 
 def _model_files(model: str) -> list[Path]:
@@ -107,7 +107,7 @@ class RestoreJob:
             raise ValueError("this model has no fixed image size: pass --size")
         self.shape = (self.denoiser.channels, size, size)
         self.template = parse(args.task, self.shape, seed=args.seed)
-        self.images, _ = _split_masks(paths, self.template, args.simulate)
+        self.images = _images_without_masks(paths, self.template, args.simulate)
         self.names = output_names(self.images)
         self.folder = OutputFolder(args.output, [*paths, *([args.mask] if args.mask else []), *_model_files(args.model)])
         self.targets = {p: self.folder.path(f"{self.names[p]}.png") for p in self.images}
@@ -192,7 +192,7 @@ class RestoreJob:
         seconds = (time.perf_counter() - start) / len(batch)
         step_bar.close()
         x, std = result if args.num_samples > 1 else (result, None)
-        residual = (op(x) - y).flatten(1).norm(dim=1) / (y[0].numel() ** 0.5)  # RMS of h(x̂) − y
+        residual = consistency_rms(op, x, y)
         baseline = op.pinv(y).clamp(-1, 1)
         last = last_operator(op)
         entries = {}

@@ -12,9 +12,11 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 
-from . import schedules
+from . import schedules, validate
 from .denoiser import Denoiser
+from .interop import accepts_arrays
 from .operators.base import Operator
+from .operators.checks import check_measurement_fits
 from .rng import gaussian_no_sync, stream_keys
 from .units import sigma_to_model
 
@@ -203,17 +205,16 @@ def plan_sampling(
     """Validate the request and precompute the per-run tensors (see :class:`Restorer.restore`)."""
     if not isinstance(y, torch.Tensor) or y.ndim < 2:
         raise ValueError(f"y must be a batch-first tensor (B, …), got {type(y).__name__} of shape {getattr(y, 'shape', None)}")
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be ≥ 1, got {num_samples}")
+    num_samples = validate.positive_int("num_samples", num_samples)
     batch, device = y.shape[0], y.device
     y = y.to(dtype)
     finite = y.isfinite().flatten(1).all(1)
     if not bool(finite.all()):
         raise ValueError(f"y holds NaN or Inf in image(s) {(~finite).nonzero().flatten().tolist()} of the batch; measurements must be finite")
     op.check_measurement(y)
-    seeds = [seed + i for i in range(batch)] if isinstance(seed, int) else [int(s) for s in seed]
-    if len(seeds) != batch:
-        raise ValueError(f"seed must be an int or one int per image ({batch}), got {len(seeds)} seeds")
+    if denoiser.image_size is not None:
+        check_measurement_fits(op, y, (denoiser.channels, denoiser.image_size, denoiser.image_size))
+    seeds = validate.seeds(seed, batch)
     sigma = torch.as_tensor(sigma_y, dtype=torch.float64).flatten()
     if sigma.numel() == 1:
         sigma = sigma.expand(batch)
@@ -342,11 +343,11 @@ class Restorer:
         clip_denoised: bool = True,
     ) -> None:
         schedules.timesteps(steps, denoiser.num_timesteps, start_step)  # validates steps/start_step
-        if not 0.0 <= eta <= 1.0:
-            raise ValueError(f"eta must be in [0, 1], got {eta}")
+        eta = validate.real_in_range("eta", eta, 0.0, 1.0)
         self.denoiser, self.steps, self.eta, self.start_step = denoiser, steps, eta, start_step
         self.clip_denoised = clip_denoised
 
+    @accepts_arrays
     @torch.no_grad()
     def restore(
         self,
@@ -363,7 +364,8 @@ class Restorer:
         """Restore x from y = h(x) (+ N(0, σ_y²)).
 
         Args:
-            y: (B, …) measurement as produced by ``op`` (on the device to run on).
+            y: (B, …) measurement as produced by ``op`` (on the device to run on), or any DLPack array
+                (NumPy, CuPy, JAX): then the results come back as that array type (``pgdm.interop``).
             op: the measurement operator h (``pgdm.ops``).
             sigma_y: measurement noise std on the [0, 1] pixel scale, as the paper states it (0.05), while y
                 itself is on the [-1, 1] scale (``pgdm.ops.GaussianNoise`` takes the same unit); a float or one per

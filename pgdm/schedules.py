@@ -9,6 +9,8 @@ import math
 
 import torch
 
+from . import validate
+
 __all__ = ["linear", "cosine", "timesteps", "from_name"]
 
 
@@ -50,7 +52,7 @@ def timesteps(steps: int, T: int = 1000, start: int | None = None) -> torch.Tens
     ``start < T−1`` is the SDEdit/CCDF partial start used by ΠGDM for super-resolution (App. B.1).
     Returns: (steps,) int64, strictly decreasing, last element 0.
     """
-    start = T - 1 if start is None else start
+    steps, start = validate.integer("steps", steps), T - 1 if start is None else validate.integer("start_step", start)
     if not 0 <= start < T:
         raise ValueError(f"start step must be in [0, {T - 1}], got {start}")
     if not 1 <= steps <= start + 1:
@@ -61,5 +63,5 @@ def timesteps(steps: int, T: int = 1000, start: int | None = None) -> torch.Tens
 
 
 def _check_T(T: int) -> None:
-    if T < 2:
+    if validate.integer("T", T) < 2:
         raise ValueError(f"T must be at least 2, got {T}")

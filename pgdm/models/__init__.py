@@ -11,6 +11,7 @@ from .loading import (
     load_network,
     read_checkpoint,
 )
+from .files import read_safetensors
 from .presets import PRESETS, ModelConfig
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "infer_config",
     "check_state_dict",
     "read_checkpoint",
+    "read_safetensors",
     "timestep_embedding",
     "ddpm_timestep_embedding",
 ]

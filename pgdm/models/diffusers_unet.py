@@ -1,15 +1,16 @@
 """diffusers ``UNet2DModel`` folders (e.g. the google/ddpm-* family) as pgdm denoisers. Needs ``pgdm[diffusers]``."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
 from ..denoiser import Denoiser
 from ..schedules import cosine
+from .files import first_sentence, read_json_object
 
 __all__ = ["DiffusersUNet", "load_diffusers_folder"]
 
@@ -73,15 +74,20 @@ def load_diffusers_folder(path: Path, *, device: torch.device | str | None, dtyp
         unet_dir, scheduler_file = path, path.parent / "scheduler" / "scheduler_config.json"
     else:
         raise ValueError(f"{path} is not a diffusers model folder: it has neither config.json nor unet/config.json")
-    class_name = json.loads((unet_dir / "config.json").read_text()).get("_class_name")
+    class_name = read_json_object(unet_dir / "config.json", "a diffusers model config").get("_class_name")
     if class_name != "UNet2DModel":
         raise ValueError(f"{unet_dir} holds a diffusers {class_name}; pgdm loads UNet2DModel folders only")
+    if not any(f.name.startswith("diffusion_pytorch_model") for f in unet_dir.iterdir()):  # single, sharded or variant files
+        raise ValueError(f"{unet_dir} has no weights: expected diffusion_pytorch_model.safetensors (or .bin) beside its config.json")
     try:
         from diffusers import UNet2DModel
     except ImportError as e:
         raise ImportError("loading a diffusers folder needs the diffusers package: pip install 'pgdm[diffusers]'") from e
-    scheduler = json.loads(scheduler_file.read_text()) if scheduler_file.is_file() else {}
-    unet = UNet2DModel.from_pretrained(unet_dir)
+    scheduler = read_json_object(scheduler_file, "a diffusers scheduler config") if scheduler_file.is_file() else {}
+    try:
+        unet = UNet2DModel.from_pretrained(unet_dir)
+    except (OSError, ValueError, RuntimeError, SafetensorError) as e:
+        raise ValueError(f"{unet_dir}: diffusers could not load the model ({first_sentence(str(e)) or type(e).__name__})") from None
     net = DiffusersUNet(unet).to(device).to_precision(dtype).eval().requires_grad_(False)
     cfg = unet.config
     size = cfg.sample_size

@@ -4,20 +4,18 @@ from __future__ import annotations
 import functools
 import json
 import os
-import pickle
-import re
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from ..denoiser import Denoiser
 from ..schedules import from_name as schedule_from_name
 from .diffusers_unet import load_diffusers_folder
+from .files import first_sentence, read_checkpoint, read_json_object, read_safetensors
 from .presets import PRESETS, ModelConfig
 
 __all__ = [
@@ -35,33 +33,6 @@ DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "assets" / "default" / "mo
 ConfigLike = str | Mapping[str, Any] | ModelConfig
 StateDict = dict[str, torch.Tensor]
 Layout = dict[str, tuple[int, ...]]
-
-
-def read_checkpoint(path: str | os.PathLike[str]) -> StateDict:
-    """Read a PyTorch checkpoint holding a bare state dict (str → tensor), without running any code.
-
-    Uses ``torch.load(weights_only=True)`` (memory-mapped for zip-format files). A pickle that
-    needs code to unpickle is refused with a ValueError and never executed. A ``module.`` prefix
-    on every key (``nn.DataParallel``) is removed.
-    """
-    path = Path(path)
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
-    except pickle.UnpicklingError as e:
-        message = str(e)
-        if "Weights only load failed" not in message:
-            raise ValueError(f"{path} is not a PyTorch checkpoint: {message.splitlines()[0]}") from None
-        match = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\s+Please use|\n\n|$)", message, re.S)
-        reason = " ".join((match.group(1) if match else message.splitlines()[0]).split())
-        raise ValueError(
-            f"refusing to load {path}: unpickling it would run code ({reason}); "
-            "pgdm only reads plain tensor checkpoints, so re-save its state_dict in a trusted environment"
-        ) from None
-    if not isinstance(obj, Mapping) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
-        raise ValueError(f"{path} does not hold a state dict (str → tensor) but a {type(obj).__name__}")
-    if obj and all(k.startswith("module.") for k in obj):
-        return {k.removeprefix("module."): v for k, v in obj.items()}
-    return dict(obj)
 
 
 def _first_layout_difference(got: Layout, expected: Layout) -> str | None:
@@ -130,6 +101,13 @@ def _resolve_config(config: ConfigLike) -> ModelConfig:
     if isinstance(config, str):
         return ModelConfig.from_name(config)
     return ModelConfig.from_dict(config)
+
+
+def _sidecar_config(sidecar: Path, meta: dict[str, Any]) -> ModelConfig:
+    try:
+        return ModelConfig.from_dict(meta)
+    except (ValueError, TypeError, AttributeError) as e:
+        raise ValueError(f"{sidecar}: not a valid model config ({first_sentence(str(e))})") from None
 
 
 def load_network(
@@ -201,11 +179,13 @@ def load_model(
         return load_diffusers_folder(path, device=device, dtype=dtype)
     if path.suffix == ".safetensors":
         sidecar = path.with_suffix(".json")
-        meta = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+        meta = read_json_object(sidecar, "the model config (pgdm convert writes it)") if sidecar.is_file() else {}
         prefix = meta.get("state_dict_prefix", "")
-        state_dict = {k.removeprefix(prefix): v for k, v in load_file(path).items() if k.startswith(prefix)}
+        if not isinstance(prefix, str):
+            raise ValueError(f"{sidecar}: state_dict_prefix must be a string, got {prefix!r}")
+        state_dict = {k.removeprefix(prefix): v for k, v in read_safetensors(path).items() if k.startswith(prefix)}
         if config is None and meta:
-            config = ModelConfig.from_dict(meta)
+            config = _sidecar_config(sidecar, meta)
     else:
         state_dict = read_checkpoint(path)
     cfg = infer_config(state_dict) if config is None else _resolve_config(config)

@@ -11,6 +11,8 @@ import abc
 import torch
 from torch import nn
 
+from .. import validate
+
 __all__ = ["Operator", "LinearOperator", "as_batch_lam"]
 
 
@@ -91,11 +93,16 @@ class LinearOperator(Operator):
 
 
 def as_batch_lam(lam: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """λ as a tensor broadcasting over a batch like ``like``: a float, or a (B,) per-image tensor → (B, 1, …)."""
+    """λ as a tensor broadcasting over a batch like ``like``: a float, or a (B,) per-image tensor → (B, 1, …).
+
+    A float λ is checked (finite, ≥ 0: a one-line ValueError otherwise); a tensor λ is not, since checking its
+    values would sync with the device inside the sampling step: the sampler's σ_y²/r_t² is ≥ 0 by construction,
+    σ_y being checked on the host when the run is planned.
+    """
     if isinstance(lam, torch.Tensor):
         lam = lam.to(dtype=like.dtype, device=like.device)
     else:  # a fill kernel, not a host-to-device copy: no sync inside a captured step
-        lam = torch.full((), float(lam), dtype=like.dtype, device=like.device)
+        lam = torch.full((), validate.non_negative_real("lam", lam), dtype=like.dtype, device=like.device)
     if lam.ndim == 1:
         if lam.shape[0] != like.shape[0]:
             raise ValueError(f"per-image lam must have shape ({like.shape[0]},), got {tuple(lam.shape)}")

@@ -10,6 +10,7 @@ __all__ = [
     "downsample_matrix",
     "cubic_keys",
     "kernel_spectrum",
+    "numerical_rtol",
     "gaussian_kernel",
     "motion_kernel",
 ]
@@ -67,6 +68,13 @@ def kernel_spectrum(kernel: torch.Tensor, height: int, width: int) -> torch.Tens
     grid[:kh, :kw] = kernel
     grid = torch.roll(grid, shifts=(-(kh // 2), -(kw // 2)), dims=(0, 1))
     return torch.fft.rfft2(grid)
+
+
+def numerical_rtol(n: int, dtype: torch.dtype) -> float:
+    """n·eps of ``dtype``: the relative cutoff below which a numerical pseudo-inverse zeroes singular values, n the
+    length over which rounding accumulates (``torch.linalg.pinv``'s default ``rtol = max(m, n)·eps`` for a dense
+    m×n matrix; the longer side of a 2-D FFT for a blur spectrum); smaller values are rounding noise."""
+    return n * torch.finfo(dtype).eps
 
 
 def gaussian_kernel(size: int, sigma: float) -> torch.Tensor:

@@ -11,6 +11,7 @@ from typing import Callable
 
 import torch
 
+from .. import validate
 from .base import Operator
 from .blur import Blur
 from .colorize import Colorize
@@ -31,27 +32,39 @@ def _inpaint(make_mask) -> Factory:
     return lambda m, shape, seed: Inpaint(make_mask(m, shape, seed))
 
 
+def _blur(make: Callable[[re.Match, int], Blur]) -> Factory:
+    """A blur factory that refuses a kernel larger than the image before the kernel is allocated."""
+
+    def factory(m: re.Match, shape: Shape, seed: int) -> Operator:
+        k, (h, w) = int(m[1]), shape[1:]
+        if k > min(h, w):
+            raise ValueError(f"{m[0]}: the {k}×{k} kernel is larger than the {h}×{w} image (at most {min(h, w)})")
+        return make(m, seed)
+
+    return factory
+
+
 # (pattern, factory(match, (C, H, W) of the input, seed), help line). Order matters only for help.
 _TABLE: list[tuple[str, Factory, str]] = [
     (r"identity|denoise", lambda m, s, seed: Identity(), "identity | denoise: y = x (use with --sigma-y)"),
     (
         r"sr(\d+)(?:-(pool|bicubic))?",
-        lambda m, s, seed: SuperResolution(int(m[1]), m[2] or "pool"),
+        lambda m, s, seed: SuperResolution(int(m[1]), m[2] or "pool", size=_divisible(m, s, int(m[1]))),
         "srF[-pool|-bicubic]: downsample by F (average pooling by default, or anti-aliased bicubic)",
     ),
     (
         r"blur-uniform(\d+)",
-        lambda m, s, seed: Blur.uniform(int(m[1])),
+        _blur(lambda m, seed: Blur.uniform(int(m[1]))),
         "blur-uniformK: K×K box blur (circular)",
     ),
     (
         r"blur-gaussian(\d+)(?:-([\d.]+))?",
-        lambda m, s, seed: Blur.gaussian(int(m[1]), float(m[2] or 3.0)),
+        _blur(lambda m, seed: Blur.gaussian(int(m[1]), float(m[2] or 3.0))),
         "blur-gaussianK[-S]: K×K Gaussian blur, std S pixels (default 3.0)",
     ),
     (
         r"blur-motion(\d+)",
-        lambda m, s, seed: Blur.motion(int(m[1]), seed=seed),
+        _blur(lambda m, seed: Blur.motion(int(m[1]), seed=seed)),
         "blur-motionK: K×K random motion-blur trajectory drawn from the seed",
     ),
     (r"colorize|gray", lambda m, s, seed: Colorize(), "colorize | gray: y = channel mean"),
@@ -89,17 +102,35 @@ _TABLE: list[tuple[str, Factory, str]] = [
 ]
 
 
+def _divisible(m: re.Match, shape: Shape, factor: int) -> tuple[int, int]:
+    """The (H, W) an SR operator is built for; a size the factor does not divide is refused before any matrix is built."""
+    h, w = shape[1:]
+    if factor >= 1 and (h % factor or w % factor):  # factor 0 is the constructor's to refuse
+        raise ValueError(f"{m[0]}: the {h}×{w} image is not divisible by {factor}")
+    return h, w
+
+
 def parse(spec: str, shape: tuple[int, int, int], *, seed: int = 0) -> Operator:
     """Build the operator named by ``spec`` for clean images of shape ``(C, H, W)``.
+
+    Operators whose output size depends on the input's (super-resolution, JPEG) are built for that size
+    and refuse other sizes. Raises a one-line ValueError for a spec that is not a string of known operator
+    names, a shape that is not three positive ints, and parameters the image cannot take (a blur kernel
+    larger than the image, a factor that does not divide it).
 
     Example:
         >>> op = parse("sr4-bicubic+inpaint-center", (3, 64, 64))   # SR×4, then a hole in the 16×16 image
     """
-    if len(shape) != 3:
-        raise ValueError(f"shape must be (C, H, W), got {tuple(shape)}")
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"operator spec must be a non-empty string such as 'sr4' or 'blur-uniform9+jpeg75', got {spec!r}")
+    if isinstance(shape, (str, bytes)) or not hasattr(shape, "__len__") or len(shape) != 3:
+        raise ValueError(f"shape must be the clean image's (C, H, W), got {shape!r}")
+    current: tuple[int, ...] = tuple(validate.positive_int("shape", v) for v in shape)
+    seed = validate.integer("seed", seed)
     ops: list[Operator] = []
-    current: tuple[int, ...] = tuple(int(v) for v in shape)
     for part in spec.strip().lower().split("+"):
+        if not part.strip():
+            raise ValueError(f"empty operator name in spec {spec!r}: names are joined by single '+' signs")
         op = _build_one(part.strip(), current, seed)
         ops.append(op)
         current = tuple(op(torch.zeros(1, *current)).shape[1:])

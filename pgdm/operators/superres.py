@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import validate
 from .base import LinearOperator, as_batch_lam
 from .functional import downsample_matrix, separable_apply
 
@@ -18,7 +19,10 @@ class SuperResolution(LinearOperator):
     Hᵀ(HHᵀ + λI)⁻¹ y = V_h [ s_i s_j / (s_i² s_j² + λ) ∘ (U_hᵀ Y U_w) ] V_wᵀ, and H† is the λ = 0 case
     with reciprocals of products s_i s_j below ``rtol``·max zeroed.
 
-    The matrices are built for the image size on first use of that size and kept per instance.
+    The matrices are built for the image size on first use of that size and kept per instance. With
+    ``size=(H, W)`` (what ``parse`` passes) the operator takes only H×W images and (H/f)×(W/f)
+    measurements, so h† of a wrongly sized y fails here, naming both sizes, instead of returning an
+    image of another size.
 
     Example:
         >>> op = SuperResolution(4, "bicubic")
@@ -26,13 +30,18 @@ class SuperResolution(LinearOperator):
         torch.Size([1, 3, 16, 16])
     """
 
-    def __init__(self, factor: int, kernel: str = "pool", *, rtol: float = 1e-3) -> None:
+    def __init__(self, factor: int, kernel: str = "pool", *, rtol: float = 1e-3, size: tuple[int, int] | None = None) -> None:
         super().__init__()
-        if factor < 1:
-            raise ValueError(f"super-resolution factor must be a positive integer, got {factor}")
+        if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
+            raise ValueError(f"super-resolution factor must be a positive integer, got {factor!r}")
         if kernel not in ("pool", "bicubic"):
             raise ValueError(f"unknown super-resolution kernel {kernel!r}; expected 'pool' or 'bicubic'")
-        self.factor, self.kernel, self.rtol = factor, kernel, rtol
+        if size is not None:
+            h, w = (validate.positive_int("size", v) for v in size)
+            if h % factor or w % factor:
+                raise ValueError(f"sr{factor}-{kernel}: image size {h}×{w} is not divisible by {factor}")
+            size = (h, w)
+        self.factor, self.kernel, self.rtol, self.size = factor, kernel, rtol, size
         self._factors: dict[tuple[int, torch.device, torch.dtype], tuple[torch.Tensor, ...]] = {}
 
     @property
@@ -42,6 +51,18 @@ class SuperResolution(LinearOperator):
     def check_input(self, x: torch.Tensor) -> None:
         if x.ndim != 4 or x.shape[-1] % self.factor or x.shape[-2] % self.factor:
             raise ValueError(f"{self.spec}: expected (B, C, H, W) with H and W divisible by {self.factor}, got {tuple(x.shape)}")
+        if self.size is not None and tuple(x.shape[-2:]) != self.size:
+            raise ValueError(f"{self.spec}: built for {self.size[0]}×{self.size[1]} images, got {x.shape[-2]}×{x.shape[-1]}")
+
+    def check_measurement(self, y: torch.Tensor) -> None:
+        super().check_measurement(y)
+        if self.size is not None:
+            expected = (self.size[0] // self.factor, self.size[1] // self.factor)
+            if tuple(y.shape[-2:]) != expected:
+                raise ValueError(
+                    f"{self.spec}: expected a measurement of {expected[0]}×{expected[1]} (the {self.size[0]}×{self.size[1]} "
+                    f"images ÷ {self.factor}), got {y.shape[-2]}×{y.shape[-1]}"
+                )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)

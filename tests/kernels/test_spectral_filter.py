@@ -38,3 +38,24 @@ def test_blur_pinv_formula():
 def test_rejects_bad_shapes():
     with pytest.raises(ValueError, match="spectral_filter"):
         spectral_filter(torch.zeros(1, 1, 4, 3, dtype=torch.complex64), torch.zeros(4, 4, dtype=torch.complex64), 0.0, 0.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_blur_numerical_cutoff_keeps_the_small_frequencies(dtype):
+    """The cutoff Blur passes (max(H, W)·eps · max|K̂|) keeps the uniform 9×9 kernel's small but nonzero frequencies on
+    32×32 in both paths, and the kernel zeroes exactly what the reference zeroes."""
+    from pgdm.ops import Blur
+    from pgdm.operators.functional import kernel_spectrum, numerical_rtol
+
+    complex_dtype = torch.complex64 if dtype == torch.float32 else torch.complex128
+    k_hat = kernel_spectrum(torch.full((9, 9), 1 / 81, dtype=torch.float64), 32, 32).to(complex_dtype).to(DEVICE)
+    cutoff = numerical_rtol(32, dtype) * k_hat.abs().max()
+    assert bool((k_hat.abs() > cutoff).all())  # smallest |K̂| is 2.9e-4 of the largest: nothing to zero
+    x_hat = torch.fft.rfft2(torch.randn(2, 1, 32, 32, dtype=dtype)).to(DEVICE)
+    ref = spectral_filter_reference(x_hat, k_hat, 0.0, cutoff)
+    out = spectral_filter_triton(x_hat, k_hat, 0.0, cutoff)
+    assert torch.equal(out == 0, ref == 0) and not bool((ref == 0).any())
+    assert ((out - ref).abs().max() / ref.abs().max()) < TOL[complex_dtype]
+    op = Blur.uniform(9).to(DEVICE, dtype)
+    x = torch.rand(2, 1, 32, 32, dtype=dtype, device=DEVICE) * 2 - 1
+    assert float((op.pinv(op(x)) - x).abs().max()) < (1e-3 if dtype == torch.float32 else 1e-9)

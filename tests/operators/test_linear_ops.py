@@ -42,8 +42,9 @@ def build(name):
 
 
 def threshold(op):
+    """The largest fixed relative cutoff of the parts' pseudo-inverses (0 for the numerical default, rtol=None)."""
     parts = op.ops if isinstance(op, Compose) else [op]
-    return max(getattr(p, "rtol", 0.0) for p in parts)
+    return max(getattr(p, "rtol", None) or 0.0 for p in parts)
 
 
 @pytest.mark.parametrize("name", sorted(OPERATORS))
