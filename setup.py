@@ -5,7 +5,7 @@ setup(
     version="0.1.0",
     description="Pseudoinverse-guided diffusion models (ΠGDM): fast image restoration with one pretrained diffusion model",
     python_requires=">=3.10",
-    packages=["pgdm", "pgdm.methods", "pgdm.operators", "pgdm.models", "pgdm.bench", "pgdm.kernels", "pgdm.engine", "pgdm.export", "pgdm.serve"],
+    packages=["pgdm", "pgdm.methods", "pgdm.operators", "pgdm.models", "pgdm.bench", "pgdm.integrations", "pgdm.kernels", "pgdm.engine", "pgdm.export", "pgdm.serve"],
     package_dir={
         "pgdm": "pgdm",
         "pgdm.kernels": "kernels",
@@ -29,6 +29,7 @@ setup(
         "serve": ["fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9", "prometheus-client>=0.20"],
         "cupy": ["cupy-cuda12x>=13"],
         "bench": ["matplotlib>=3.7"],
+        "ray": ["ray[data]>=2.9"],
         "dev": [
             "matplotlib>=3.7",
             "pytest>=8",

@@ -14,7 +14,7 @@
 # returned as $OUT/compile_cache.tgz: unpack that into .device_cache/ and carry it to the next lent machine to
 # skip most of the compile time there (same GPU model, torch and triton).
 # BLOCKS="engine_tests adm256_b1" runs only the named blocks (adm256_b16 adm256_b1 engine_tests kernel_tests
-# interop_cupy adm256_eager kernel_bench), e.g. to redo one with the device minutes left; BUDGET overrides the 470 s;
+# interop_cupy adm256_eager kernel_bench torchrun), e.g. to redo one with the device minutes left; BUDGET overrides the 470 s;
 # BENCH_ARGS adds bench_step.py arguments to the ADM-256 blocks, e.g. BENCH_ARGS="--inductor conv_1x1_as_mm=True".
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -149,6 +149,23 @@ want kernel_bench && echo "== kernel benchmarks (JPEG h†∘h, blur pinv filter
 if run 60 ops_bench.md $PYTHON benchmarks/bench_ops.py --device cuda --csv "$OUT/ops_bench.csv"; then
     BEST=$(grep "Triton (fused, 1 launch)" "$OUT/ops_bench.md" | awk -F'|' '{gsub(/ /,"",$4); gsub(/ /,"",$10); print "b" $4 ":" $10 "%"}' | tr '\n' ' ')
     note "fused JPEG round trip, % of peak HBM by batch (target >= 70): $BEST"
+fi
+
+# ---- torchrun: one restore job over several processes on the GPU(s) -------------------------------------------
+# A functional check: 2 ranks on one GPU (both on cuda:0), or one rank per GPU on a multi-GPU machine; the outputs
+# are compared with the single-process run's, file by file.
+if want torchrun; then
+    NGPU=$($PYTHON -c 'import torch; print(torch.cuda.device_count())' 2>/dev/null || echo 0)
+    NPROC=$(( NGPU > 2 ? NGPU : 2 ))
+    DIST="$OUT/torchrun"; rm -rf "$DIST"
+    RESTORE=(restore sr4 pgdm/assets/demo --simulate --steps 20 --device cuda --batch-size 2 --quiet)
+    echo "== torchrun: pgdm restore over $NPROC processes on $NGPU GPU(s) =="
+    if run 90 torchrun.txt $PYTHON -m torch.distributed.run --nproc-per-node "$NPROC" -m pgdm "${RESTORE[@]}" -o "$DIST/ranks" &&
+       run 60 torchrun.txt $PYTHON -m pgdm "${RESTORE[@]}" -o "$DIST/single"; then
+        SAME=0; ALL=0
+        for f in "$DIST"/single/*.png; do ALL=$((ALL + 1)); cmp -s "$f" "$DIST/ranks/$(basename "$f")" && SAME=$((SAME + 1)); done
+        note "torchrun, $NPROC ranks on $NGPU GPU(s): $(grep 'img/s together' "$OUT/torchrun.txt" | tail -1); $SAME of $ALL PNGs identical to one process"
+    fi
 fi
 
 echo "== waiting for the background blocks (${SECONDS}s used of ${BUDGET}) =="

@@ -1,44 +1,28 @@
-"""The ``pgdm`` command line: ``restore``, ``degrade``, ``demo``, ``train``, ``convert``, ``export``, ``serve``."""
+"""The ``pgdm`` command line: ``restore`` (also under torchrun), ``degrade``, ``demo``, ``train``, ``convert``, ``export``, ``serve``."""
 from __future__ import annotations
 
 import argparse
 import math
 import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from PIL import Image
 from tqdm import tqdm
 
-from pgdm.engine import StepCompileError, restorer
+from pgdm.engine import StepCompileError
 
-from . import serve
+from . import distributed, serve
 from . import train as train_cmd
-from .grids import measurement_view, write_grid
 from .bench import add_parser as add_bench_parser
-from .io import fit_size, list_images, read_image, write_image
-from .measurements import last_operator, measurement_files, read_measurement, write_measurement
-from .metrics import consistency_rms, psnr, ssim
-from .operators import GaussianNoise, Inpaint, Operator, parse, spec_help
+from .methods import METHODS
+from .io import fit_size, list_images, read_image
+from .measurements import measurement_files, write_measurement
+from .operators import GaussianNoise, Operator, parse, spec_help
 from .outputs import MetricsFile, OutputFolder, output_names
-from .sampler import NonFiniteError
+from .restore_job import DTYPES, GRID_LABELS, RestoreJob, parse_device, print_summary
 
 DEMO_IMAGES = Path(__file__).parent / "assets" / "demo"
-DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-@dataclass
-class Item:
-    """One image to restore."""
-
-    name: str
-    path: Path
-    seed: int
-    op: Operator
-    y: torch.Tensor  # (1, …)
-    reference: torch.Tensor | None  # (1, C, H, W) clean image when known
 
 
 def positive_int(text: str) -> int:
@@ -57,168 +41,24 @@ def sigma_value(text: str) -> float:
     return value
 
 
-def parse_device(name: str) -> torch.device:
-    """``--device`` as a torch device that exists on this machine, or a one-line ValueError."""
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"--device {name!r} is not a device; expected cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"--device {name}: MPS is not available on this machine; use --device cpu")
-    return device
-
-
-def _make_restorer(args, denoiser, batch: int):
-    if args.backend == "eager" and not args.channels_last:
-        from .sampler import Restorer
-
-        return Restorer(denoiser, steps=args.steps, eta=args.eta, start_step=args.start_step)
-    # one compiled/captured batch size: the last, smaller batch is padded to it instead of compiling again
-    return restorer(
-        denoiser, backend=args.backend, steps=args.steps, eta=args.eta, start_step=args.start_step,
-        channels_last=args.channels_last, batch_sizes=(batch,),
-    )  # fmt: skip
-
-
-def _prepare(path: Path, name: str, index: int, args, template: Operator, shape: tuple[int, int, int], notes: list[str]) -> Item:
-    seed = args.seed + index
-    if args.simulate:
-        x = read_image(path, shape[0], to_gray=args.gray, notes=notes)
-        h, w = x.shape[-2:]
-        x = fit_size(x, shape[1:], args.fit, str(path))
-        if (h, w) != tuple(shape[1:]):
-            notes.append(f"{path}: {h}x{w} {'resized' if args.fit == 'resize' else 'centre-cropped'} to the model's {shape[1]}x{shape[2]}")
-        y = template(x)
-        if args.sigma_y > 0:
-            y = GaussianNoise(args.sigma_y, seed=seed)(y)
-        return Item(name, path, seed, template, y, x)
-    op, y = read_measurement(template, path, shape, mask=args.mask, fit=args.fit, to_gray=args.gray, notes=notes)
-    return Item(name, path, seed, op, y, None)
-
-
-def _images_without_masks(paths: list[Path], template: Operator, simulate: bool) -> list[Path]:
-    """The images to restore: for an inpainting task on measurement files, ``X_mask.png`` beside an input ``X.*``
-    is X's mask, not an image; for every other task each file is an image."""
-    if simulate or not isinstance(last_operator(template), Inpaint):
-        return paths
-    stems = {(p.parent, p.stem) for p in paths}
-    return [p for p in paths if not (p.stem.endswith("_mask") and (p.parent, p.stem[: -len("_mask")]) in stems)]
-
-
-def _model_files(model: str) -> list[Path]:
-    path = Path(model)
-    return [path, path.with_suffix(".json")] if path.exists() else []
-
-
 def restore_files(args) -> int:
-    """``pgdm restore``: returns the exit code (1 if any input failed)."""
-    from .models import load_model
+    """``pgdm restore``: returns the exit code (1 if any input failed). Under torchrun the ranks share the job."""
+    if distributed.launched_by_torchrun():
+        return distributed.restore(args)
+    job = RestoreJob(args, parse_device(args.device))
+    work = job.pending()
+    image_bar = tqdm(total=len(work), desc=args.label, unit="img", disable=args.quiet)
 
-    device = parse_device(args.device)
-    paths = list_images(args.inputs)
-    denoiser = load_model(args.model, config=args.config, device=device, dtype=DTYPES[args.dtype])
-    size = denoiser.image_size or args.size
-    if size is None:
-        raise ValueError("this model has no fixed image size: pass --size")
-    shape = (denoiser.channels, size, size)
-    template = parse(args.task, shape, seed=args.seed)
-    images = _images_without_masks(paths, template, args.simulate)
-    names = output_names(images)
-    folder = OutputFolder(args.output, [*paths, *([args.mask] if args.mask else []), *_model_files(args.model)])
-    targets = {p: folder.path(f"{names[p]}.png") for p in images}
-    stds = {p: folder.path(f"{names[p]}_std.png") for p in images} if args.num_samples > 1 else {}
-    if args.grid:
-        OutputFolder(Path(args.grid).parent, [*paths, *targets.values()]).path(Path(args.grid).name)
-    metrics = MetricsFile(folder.path("metrics.json"))
+    def advance(count: int) -> None:
+        image_bar.update(count)
+        if job.psnrs:
+            image_bar.set_postfix_str(f"PSNR {sum(job.psnrs) / len(job.psnrs):.2f} dB")
 
-    items, failures, skipped, notes = [], [], 0, []
-    for index, path in enumerate(images):
-        if targets[path].exists() and not args.overwrite:
-            skipped += 1
-            continue
-        try:
-            items.append(_prepare(path, names[path], index, args, template, shape, notes))
-        except (ValueError, OSError) as err:
-            failures.append(str(err))
-            print(f"error: {err}", file=sys.stderr)
-    for note in notes:
-        print(f"note: {note}", file=sys.stderr)
-
-    groups: dict[int, list[Item]] = {}
-    for item in items:
-        groups.setdefault(id(item.op), []).append(item)
-    batch_size = min(args.batch_size, max((len(g) for g in groups.values()), default=1))
-    restorer = _make_restorer(args, denoiser, batch_size)
-    batches = [g[i : i + batch_size] for g in groups.values() for i in range(0, len(g), batch_size)]
-    if batches and args.backend != "eager":
-        print(f"compiling the step for batches of {batch_size} (first run of this model, task and size: about 1-5 min on a CPU, "
-              "less on a GPU; cached for later runs)...", file=sys.stderr, flush=True)  # fmt: skip
-    grid_rows, done, psnrs = [], 0, []
-    image_bar = tqdm(total=len(items), desc=args.label, unit="img", disable=args.quiet)
-    for batch in batches:
-        op = batch[0].op.to(device)
-        y = torch.cat([it.y for it in batch]).to(device)
-        step_bar = tqdm(total=args.steps, desc="steps", leave=False, disable=args.quiet)
-        start = time.perf_counter()
-        try:
-            result = restorer.restore(
-                y, op, sigma_y=args.sigma_y, seed=[it.seed for it in batch], class_labels=args.class_label,
-                num_samples=args.num_samples, return_std=args.num_samples > 1, callback=lambda _: step_bar.update(1),
-            )  # fmt: skip
-            bad: set[int] = set()
-        except NonFiniteError as err:
-            result, bad = err.result, set(err.rows)
-        seconds = (time.perf_counter() - start) / len(batch)
-        step_bar.close()
-        x, std = result if args.num_samples > 1 else (result, None)
-        residual = consistency_rms(op, x, y)
-        baseline = op.pinv(y).clamp(-1, 1)
-        last = last_operator(op)
-        entries = {}
-        for i, it in enumerate(batch):
-            if i in bad:
-                failures.append(f"{it.path}: sampling produced NaN/Inf (nothing written)")
-                print(f"error: {failures[-1]}", file=sys.stderr)
-                continue
-            entry = {"seconds": round(seconds, 4), "consistency_rms": float(residual[i]), "seed": it.seed, "sigma_y": args.sigma_y}
-            if it.reference is not None:
-                ref = it.reference.to(device)
-                entry |= {
-                    "psnr": float(psnr(x[i : i + 1], ref)[0]),
-                    "ssim": float(ssim(x[i : i + 1], ref)[0]),
-                    "pinv_psnr": float(psnr(baseline[i : i + 1], ref)[0]),
-                    "pinv_ssim": float(ssim(baseline[i : i + 1], ref)[0]),
-                }
-                psnrs.append(entry["psnr"])
-            entries[it.name] = entry
-            if args.grid:
-                view = measurement_view(y[i : i + 1], last, tuple(x.shape[-2:]))
-                grid_rows.append([view.cpu(), baseline[i].cpu(), x[i].cpu()] + ([it.reference[0]] if it.reference is not None else []))
-        metrics.update(entries)  # first: an image whose PNG exists is finished and has its entry
-        for i, it in enumerate(batch):
-            if i in bad:
-                continue
-            if std is not None:
-                write_image(std[i] / std[i].max().clamp_min(1e-8) * 2 - 1, stds[it.path])
-            write_image(x[i], targets[it.path])
-            done += 1
-        image_bar.update(len(batch))
-        if psnrs:
-            image_bar.set_postfix_str(f"PSNR {sum(psnrs) / len(psnrs):.2f} dB")
+    done = job.restore(work, on_batch=advance)
     image_bar.close()
-    if args.grid and grid_rows:
-        write_grid(grid_rows, GRID_LABELS, args.grid)
-    print(f"restored {done} image(s), skipped {skipped} already done, {len(failures)} failed; outputs in {folder.folder}")
-    for message in failures:
-        print(f"  failed: {message}", file=sys.stderr)
-    return 1 if failures else 0
-
-
-GRID_LABELS = ("y (measured)", "pseudo-inverse", "restored", "clean")  # ASCII: the default font has no "†"
+    job.write_grid()
+    print_summary(done, len(job.images) - len(work), job.failures, job.folder.folder)
+    return 1 if job.failures else 0
 
 
 def degrade_files(args) -> int:
@@ -304,7 +144,8 @@ def _add_restore_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="default", help="'default', a checkpoint (.pt/.safetensors) or a diffusers folder")
     p.add_argument("--config", help="model preset name when it cannot be inferred (e.g. 256x256_diffusion_uncond)")
     p.add_argument("--steps", type=positive_int, default=100, help="sampling steps (default: %(default)s)")
-    p.add_argument("--eta", type=float, default=1.0, help="DDIM η in [0, 1] (default: %(default)s)")
+    p.add_argument("--method", choices=sorted(METHODS), default="pigdm", help="restoration method (docs/methods.md; default: %(default)s)")
+    p.add_argument("--eta", type=float, help="DDIM η in [0, 1] for the methods that have one (default: the method's, ΠGDM 1.0)")
     p.add_argument("--sigma-y", type=sigma_value, default=0.0, help="measurement noise std on the [0, 1] pixel scale (e.g. 0.05)")
     p.add_argument("--start-step", type=int, help="start from h†(y) noised to this timestep (SDEdit)")
     p.add_argument("--seed", type=int, default=0, help="image i of the input list uses seed + i (default: %(default)s)")
@@ -344,7 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=tasks + "\n\nexamples:\n  pgdm restore sr4 low_res/ -o out/ --steps 100\n"
                        "  pgdm restore jpeg photo.jpg -o out/\n  pgdm restore inpaint-center img.png --mask mask.png -o out/\n"
                        "  pgdm restore denoise noisy.png --sigma-y 0.05 -o out/\n"
-                       "  pgdm restore sr4 clean/ -o out/ --simulate --num-samples 8 --grid out/grid.png")  # fmt: skip
+                       "  pgdm restore sr4 clean/ -o out/ --simulate --num-samples 8 --grid out/grid.png\n"
+                       "  torchrun --nproc-per-node 4 -m pgdm restore sr4 low_res/ -o out/ --device cuda   # docs/scale-out.md")  # fmt: skip
     p.add_argument("task", help="operator spec, e.g. sr4, jpeg10, inpaint-center, blur-uniform9, sr4+jpeg10")
     p.add_argument("inputs", nargs="+", help="image files or folders")
     p.add_argument("-o", "--output", required=True, help="output folder (one PNG per input, metrics.json)")

@@ -23,6 +23,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "ImageLike",
     "read_image",
+    "pixels_to_tensor",
     "write_image",
     "write_bytes_atomic",
     "write_json_atomic",
@@ -85,6 +86,12 @@ def read_image(path: str | Path, channels: int, *, to_gray: bool = False, notes:
         arr = arr[..., 0] * 0.299 + arr[..., 1] * 0.587 + arr[..., 2] * 0.114
         if notes is not None:
             notes.append(f"{path}: colour converted to grayscale for this 1-channel model")
+    return pixels_to_tensor(arr, channels, full)
+
+
+def pixels_to_tensor(arr: np.ndarray, channels: int, full: float = 255.0) -> torch.Tensor:
+    """Samples (H, W) or (H, W, C) in [0, full] → (1, channels, H, W) float32 in [-1, 1], scaled in float64
+    (the conversion every image file goes through, so arrays and files give the same tensor)."""
     t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float64))
     t = t[None].expand(channels, -1, -1) if t.ndim == 2 else t.permute(2, 0, 1)
     return (t[None] * (2.0 / full) - 1.0).float().contiguous()

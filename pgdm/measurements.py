@@ -16,7 +16,7 @@ from .operators.jpeg import JPEG
 from .operators.jpeg_file import jpeg_frame_shape
 from .operators.quantize import Quantize
 
-__all__ = ["last_operator", "replace_last", "write_measurement", "read_measurement", "read_mask", "mask_path_for", "measurement_files"]
+__all__ = ["last_operator", "replace_last", "project_measurement", "write_measurement", "read_measurement", "read_mask", "mask_path_for", "measurement_files"]
 
 
 def last_operator(op: Operator) -> Operator:
@@ -107,7 +107,13 @@ def read_measurement(
             )
         last = Inpaint(read_mask(mask, tuple(expected[-2:]), fit))
         template = replace_last(template, last)
-    return template, last.nearest_level(y) if isinstance(last, Quantize) else last(last.pinv(y))
+    return template, project_measurement(last, y)
+
+
+def project_measurement(last: Operator, y: torch.Tensor) -> torch.Tensor:
+    """y read from an image, projected back onto the range of the chain's last operator ``last``: y ← h(h†(y)),
+    which undoes 8-bit rounding and re-applies a mask; quantisation snaps to the nearest level."""
+    return last.nearest_level(y) if isinstance(last, Quantize) else last(last.pinv(y))
 
 
 def read_mask(path: Path, size: tuple[int, int], fit: str | None = None) -> torch.Tensor:

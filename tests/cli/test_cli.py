@@ -373,11 +373,11 @@ def test_failed_write_leaves_no_temporary_file(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_compile_backend_pads_to_one_size_and_matches_the_restorer(model, clean, tmp_path, monkeypatch):
-    import pgdm.cli as cli
+    import pgdm.restore_job as restore_job
 
     engines = []
-    make = cli._make_restorer
-    monkeypatch.setattr(cli, "_make_restorer", lambda *a: engines.append(make(*a)) or engines[-1])
+    make = restore_job.make_restorer
+    monkeypatch.setattr(restore_job, "make_restorer", lambda *a: engines.append(make(*a)) or engines[-1])
     run("degrade", "sr4", clean, "-o", tmp_path / "deg", "--gray")
     common = ("restore", "sr4", tmp_path / "deg", "--model", model, "--steps", 3, "--quiet", "--batch-size", 2)
     run(*common, "-o", tmp_path / "plain")  # pgdm.Restorer
@@ -397,3 +397,14 @@ def test_eager_engine_with_channels_last_gives_the_restorer_result(model, clean,
     for name in ("img0", "img1", "img2"):
         a, b = (np.asarray(Image.open(tmp_path / d / f"{name}.png"), dtype=np.int16) for d in ("plain", "engine"))
         assert np.abs(a - b).max() <= 2
+
+
+def test_method_option_runs_the_named_method(model, clean, tmp_path):
+    args = ("restore", "sr2", clean / "img0.png", "--model", model, "--steps", 3, "--simulate", "--quiet")
+    run(*args, "-o", tmp_path / "pigdm")
+    run(*args, "-o", tmp_path / "ddnm", "--method", "ddnm")
+    m = json.loads((tmp_path / "ddnm" / "metrics.json").read_text())["img0"]
+    assert m["method"] == "ddnm"
+    assert (tmp_path / "pigdm" / "img0.png").read_bytes() != (tmp_path / "ddnm" / "img0.png").read_bytes()
+    proc = run("restore", "jpeg10", clean / "img0.png", "-o", tmp_path / "dps", "--model", model, "--simulate", "--method", "dps", code=2)
+    assert "pigdm" in proc.stderr and proc.stderr.count("\n") == 1

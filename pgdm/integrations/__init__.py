@@ -1,0 +1,1 @@
+"""Adapters that run pgdm inside other frameworks (``pgdm.integrations.ray``: Ray Data)."""

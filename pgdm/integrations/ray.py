@@ -1,0 +1,99 @@
+"""ΠGDM restoration as a Ray Data map (``pip install 'pgdm[ray]'``).
+
+:class:`Restore` is a callable class for ``Dataset.map_batches``: Ray builds one per actor, so the model is
+loaded once per actor, and calls it on NumPy batches::
+
+    ds = ds.map_batches(Restore, fn_constructor_kwargs={"task": "sr4", "steps": 50}, batch_size=16,
+                        num_gpus=1, concurrency=4)
+
+The module needs Ray only to be used by Ray; it imports without it.
+"""
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+
+from ..io import pixels_to_tensor, to_uint8
+from ..measurements import last_operator, project_measurement, replace_last
+from ..models import load_model
+from ..operators import Inpaint, parse
+from ..operators.jpeg import JPEG
+from ..restore_job import DTYPES, make_restorer
+
+__all__ = ["Restore"]
+
+
+class Restore:
+    """Restore a batch of measurement images, as ``pgdm restore TASK`` restores measurement files.
+
+    Batch columns (a dict of NumPy arrays, Ray's ``batch_format="numpy"``):
+        image: (B, h, w) or (B, h, w, C) uint8 measurements as ``pgdm degrade`` writes them (for ``sr4`` on a
+            32×32 model, 8×8 images); JPEG tasks need the .jpg files and ``pgdm restore``.
+        seed: (B,) int, the noise seed of each row (``pgdm restore`` uses ``--seed`` + the image's position).
+        mask: (B, H, W) uint8, optional: each row's inpainting mask, white (255) = observed, black (0) = missing.
+        sigma_y: (B,) float, optional: each row's measurement-noise std on the [0, 1] pixel scale (default 0).
+    Returns the batch with ``restored``: (B, H, W) or (B, H, W, C) uint8, the pixels ``pgdm restore`` writes.
+
+    Args (``fn_constructor_kwargs``): task: operator spec (``sr4``, ``inpaint-center``, ``blur-uniform9``, …);
+    model/config: as ``pgdm restore --model/--config``; steps, eta, start_step: the sampler's; device: default
+    ``cuda`` when Ray gave the actor a GPU, else ``cpu``; dtype: network precision; task_seed: seed of random
+    masks and kernels in ``task``; backend: ``eager``, ``compile`` or ``cudagraph`` (compiled for
+    ``batch_size`` rows, the ``map_batches`` batch size).
+    """
+
+    def __init__(
+        self,
+        task: str,
+        *,
+        model: str = "default",
+        config: str | None = None,
+        steps: int = 100,
+        eta: float = 1.0,
+        start_step: int | None = None,
+        device: str | None = None,
+        dtype: str = "float32",
+        task_seed: int = 0,
+        backend: str = "eager",
+        batch_size: int = 16,
+    ) -> None:
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.denoiser = load_model(model, config=config, device=self.device, dtype=DTYPES[dtype])
+        if self.denoiser.image_size is None:
+            raise ValueError(f"model {model} has no fixed image size; the Ray map needs one")
+        self.shape = (self.denoiser.channels, self.denoiser.image_size, self.denoiser.image_size)
+        self.template = parse(task, self.shape, seed=task_seed)
+        if isinstance(last_operator(self.template), JPEG):
+            raise ValueError(f"{task}: a JPEG measurement is its coefficients, not pixels; restore the .jpg files with pgdm restore")
+        self.measured = tuple(self.template(torch.zeros(1, *self.shape)).shape[1:])  # (C, h, w) of each image row
+        options = argparse.Namespace(backend=backend, channels_last=False, steps=steps, eta=eta, start_step=start_step)
+        self.restorer = make_restorer(options, self.denoiser, batch_size)
+
+    def _measurements(self, images: np.ndarray) -> torch.Tensor:
+        c, h, w = self.measured
+        if images.dtype != np.uint8 or images.ndim not in (3, 4) or tuple(images.shape[1:3]) != (h, w):
+            raise ValueError(f"column 'image' must be uint8 (B, {h}, {w}[, C]) for this task, got {images.dtype} {tuple(images.shape)}")
+        return torch.cat([pixels_to_tensor(row, c) for row in images])
+
+    def _operator(self, masks: np.ndarray | None):
+        if not isinstance(last_operator(self.template), Inpaint):
+            return self.template
+        if masks is None:
+            raise ValueError("an inpainting task needs a 'mask' column: (B, H, W) uint8, white = observed")
+        size = self.measured[1:]
+        if masks.ndim != 3 or tuple(masks.shape[1:]) != size or not np.isin(masks, (0, 255)).all():
+            raise ValueError(f"column 'mask' must be (B, {size[0]}, {size[1]}) uint8 of 0 (missing) and 255 (observed) only")
+        return replace_last(self.template, Inpaint(torch.from_numpy(masks == 255)[:, None]))
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if "seed" not in batch:
+            raise ValueError("column 'seed' is missing: one int per row, so a row's result does not depend on its batch")
+        op = self._operator(batch.get("mask"))
+        y = project_measurement(last_operator(op), self._measurements(batch["image"]))
+        sigma_y = batch.get("sigma_y", 0.0)
+        sigma_y = torch.from_numpy(np.array(sigma_y, dtype=np.float64))  # a copy: Ray batches are read-only
+        with torch.no_grad():
+            x = self.restorer.restore(y.to(self.device), op.to(self.device), sigma_y=sigma_y, seed=[int(s) for s in batch["seed"]])
+        return {**batch, "restored": np.stack([to_uint8(row) for row in x])}
+

@@ -1,0 +1,194 @@
+"""``torchrun -m pgdm restore`` on the CPU (gloo): the same outputs as one process, uneven shards, a killed rank
+then the same command, torchrun's restarts, two "nodes" on one machine.
+
+Each test launches real torchrun agents in a bare environment, one thread per process. Waits poll the output
+folder a bounded number of times; the bound (30 min) is a hang guard, not a time limit.
+"""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from cli_helpers import run
+
+TORCHRUN = str(Path(sys.executable).parent / "torchrun")
+POLLS, POLL_S = 36000, 0.05
+IMAGES = 10
+
+
+@pytest.fixture(scope="module")
+def ten(clean, tmp_path_factory):
+    """Ten 16×16 images and one broken file."""
+    folder = tmp_path_factory.mktemp("ten")
+    for i in range(IMAGES):
+        shutil.copy(clean / f"img{i % 3}.png", folder / f"img{i}.png")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    return folder
+
+
+def _restore(inputs, out, model, steps=2, batch=2):
+    return ["restore", "sr2", *inputs, "-o", out, "--model", model, "--steps", steps, "--simulate", "--batch-size", batch, "--quiet"]
+
+
+def _torchrun(args, *launcher) -> subprocess.Popen:
+    env = {"OMP_NUM_THREADS": "1", "PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp")}
+    cmd = [TORCHRUN, *map(str, launcher), "-m", "pgdm", *map(str, args)]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _same_pngs(out, ref):
+    names = sorted(p.name for p in ref.glob("img*.png"))
+    assert sorted(p.name for p in out.glob("img*.png")) == names
+    for name in names:
+        assert (out / name).read_bytes() == (ref / name).read_bytes(), name
+
+
+@pytest.fixture(scope="module")
+def reference(ten, model, tmp_path_factory):
+    """The single-process run, in-process."""
+    out = tmp_path_factory.mktemp("reference")
+    run(*_restore([ten], out, model), code=1)  # broken.png fails
+    return out
+
+
+def test_two_ranks_write_what_one_process_writes_and_report_a_bad_file(ten, model, reference, tmp_path):
+    proc = _torchrun(_restore([ten], tmp_path, model), "--nproc-per-node", 2)
+    stdout, stderr = proc.communicate()
+    assert proc.returncode == 1, stderr[-3000:]  # a failed image fails the job, as in one process
+    assert "broken.png: not a readable image" in stderr
+    assert f"restored {IMAGES} image(s), skipped 0 already done, 1 failed" in stdout
+    assert "rank 0 (" in stdout and "rank 1 (" in stdout and "img/s" in stdout
+    ranks = [int(line.split(": restored ")[1].split()[0]) for line in stdout.splitlines() if line.startswith("rank ")]
+    assert len(ranks) == 2 and sum(ranks) == IMAGES
+    _same_pngs(tmp_path, reference)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert set(metrics) == {f"img{i}" for i in range(IMAGES)}
+    expected = json.loads((reference / "metrics.json").read_text())
+    assert {n: m["seed"] for n, m in metrics.items()} == {n: m["seed"] for n, m in expected.items()}
+    for name, m in metrics.items():  # the same pixels; the float reduction differs with the thread count
+        assert m["psnr"] == pytest.approx(expected[name]["psnr"], abs=1e-5)
+
+
+def test_fewer_images_than_ranks(ten, model, reference, tmp_path):
+    proc = _torchrun(_restore([ten / "img7.png"], tmp_path, model), "--nproc-per-node", 2)
+    stdout, stderr = proc.communicate()
+    assert proc.returncode == 0, stderr[-3000:]
+    assert "restored 1 image(s), skipped 0 already done, 0 failed" in stdout
+    assert "restored 0 image(s)" in stdout, "one rank had nothing to do"
+    # a single input is image 0 of its list: seed 0, as in one process given that file alone
+    single = tmp_path / "single"
+    run(*_restore([ten / "img7.png"], single, model))
+    assert (tmp_path / "img7.png").read_bytes() == (single / "img7.png").read_bytes()
+
+
+def _workers(agent: subprocess.Popen) -> dict[int, int]:
+    """{rank: pid} of the agent's worker processes."""
+    workers = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        ppid = int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:")))
+        rank = [v[5:] for v in environ if v.startswith(b"RANK=")]
+        if ppid == agent.pid and rank:
+            workers[int(rank[0])] = int(entry.name)
+    return workers
+
+
+def _kill_rank_1_after(out, count, agent):
+    for _ in range(POLLS):
+        workers = _workers(agent)
+        if len(list(out.glob("img*.png"))) >= count and 1 in workers:
+            os.kill(workers[1], signal.SIGKILL)
+            return
+        if agent.poll() is not None:
+            raise AssertionError("the run ended before a rank could be killed")
+        time.sleep(POLL_S)
+    raise AssertionError("hang guard: no progress in 30 minutes")
+
+
+@pytest.mark.slow
+def test_killed_rank_then_the_same_command_then_an_elastic_restart(ten, model, tmp_path):
+    images = sorted(ten.glob("img*.png"))
+    args = _restore(images, tmp_path / "out", model, steps=20, batch=1)
+    ref = tmp_path / "ref"
+    run(*_restore(images, ref, model, steps=20, batch=1))
+    out = tmp_path / "out"
+
+    agent = _torchrun(args, "--nproc-per-node", 2)
+    _kill_rank_1_after(out, 2, agent)
+    agent.communicate()
+    assert agent.returncode != 0
+    finished = {p.name for p in out.glob("img*.png")}
+    assert len(finished) < IMAGES
+    for name in finished:
+        assert (out / name).read_bytes() == (ref / name).read_bytes()
+    assert {n[:-4] for n in finished} <= set(json.loads((out / "metrics.json").read_text()))
+    inodes = {name: (out / name).stat().st_ino for name in finished}  # an image written again gets a new inode
+
+    # the same command, this time with one elastic restart allowed, killed again: torchrun restarts and finishes
+    agent = _torchrun(args, "--nproc-per-node", 2, "--max-restarts", 1)
+    _kill_rank_1_after(out, len(finished) + 1, agent)
+    stdout, stderr = agent.communicate()
+    assert agent.returncode == 0, stderr[-3000:]
+    lines = [line for line in stdout.splitlines() if line.startswith("restored ")]
+    assert len(lines) == 1, "one summary, from the restarted workers"
+    skipped = int(lines[0].split("skipped ")[1].split()[0])
+    assert skipped > len(finished), "the restart skips what the killed attempt finished"
+    _same_pngs(out, ref)
+    assert {name: (out / name).stat().st_ino for name in finished} == inodes, "finished images are not redone"
+    assert set(json.loads((out / "metrics.json").read_text())) == {f"img{i}" for i in range(IMAGES)}
+    assert not list(out.glob(".*")), "no temporary left"
+
+
+@pytest.mark.slow
+def test_two_nodes_on_one_machine(ten, model, reference, tmp_path):
+    port = _free_port()
+    launcher = ("--nnodes", 2, "--nproc-per-node", 1, "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "pgdm-test")
+    agents = [_torchrun(_restore([ten], tmp_path, model), *launcher) for _ in range(2)]
+    outputs = [a.communicate() for a in agents]
+    assert [a.returncode for a in agents] == [1, 1], outputs[0][1][-3000:]
+    summary = "".join(stdout for stdout, _ in outputs)
+    assert summary.count(f"restored {IMAGES} image(s), skipped 0 already done, 1 failed") == 1
+    _same_pngs(tmp_path, reference)
+    assert set(json.loads((tmp_path / "metrics.json").read_text())) == {f"img{i}" for i in range(IMAGES)}
+
+
+def test_python_api_alone_and_inside_the_callers_process_group(ten, model, reference, tmp_path, capsys):
+    """``pgdm.distributed.restore`` outside torchrun is a world of one; in a group the caller set up, it runs
+    once per call (each call its own claim counter) and leaves the group open."""
+    import torch.distributed as dist
+
+    from pgdm import distributed
+    from pgdm.cli import build_parser
+
+    def args(out):
+        return build_parser().parse_args([str(a) for a in _restore([ten], out, model)])
+
+    assert distributed.restore(args(tmp_path / "alone")) == 1 and not dist.is_initialized()
+    _same_pngs(tmp_path / "alone", reference)
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        for name in ("first", "second"):
+            assert distributed.restore(args(tmp_path / name)) == 1
+            _same_pngs(tmp_path / name, reference)
+        assert dist.is_initialized()
+    finally:
+        dist.destroy_process_group()
+    assert capsys.readouterr().out.count(f"restored {IMAGES} image(s), skipped 0 already done, 1 failed") == 3
