@@ -26,6 +26,7 @@ from .measurements import last_operator, read_measurement
 from .metrics import consistency_rms, psnr, ssim
 from .operators import GaussianNoise, Inpaint, Operator, parse
 from .outputs import MetricsFile, OutputFolder, output_names
+from .methods import get_method
 from .sampler import NonFiniteError, Restorer
 
 __all__ = ["DTYPES", "GRID_LABELS", "RestoreJob", "WorkItem", "make_restorer", "parse_device", "print_summary"]
@@ -107,6 +108,7 @@ class RestoreJob:
             raise ValueError("this model has no fixed image size: pass --size")
         self.shape = (self.denoiser.channels, size, size)
         self.template = parse(args.task, self.shape, seed=args.seed)
+        get_method(args.method).check_operator(self.template)  # before any work: e.g. DPS cannot run JPEG
         self.images = _images_without_masks(paths, self.template, args.simulate)
         self.names = output_names(self.images)
         self.folder = OutputFolder(args.output, [*paths, *([args.mask] if args.mask else []), *_model_files(args.model)])

@@ -406,5 +406,5 @@ def test_method_option_runs_the_named_method(model, clean, tmp_path):
     m = json.loads((tmp_path / "ddnm" / "metrics.json").read_text())["img0"]
     assert m["method"] == "ddnm"
     assert (tmp_path / "pigdm" / "img0.png").read_bytes() != (tmp_path / "ddnm" / "img0.png").read_bytes()
-    proc = run("restore", "jpeg10", clean / "img0.png", "-o", tmp_path / "dps", "--model", model, "--simulate", "--method", "dps", code=2)
+    proc = run("restore", "jpeg10", clean / "img0.png", "-o", tmp_path / "dps", "--model", model, "--simulate", "--method", "dps", "--quiet", code=2)
     assert "pigdm" in proc.stderr and proc.stderr.count("\n") == 1
