@@ -21,7 +21,7 @@ from typing import Any, Callable, TypeVar
 
 import torch
 
-__all__ = ["is_dlpack_array", "to_tensor", "like", "accepts_arrays"]
+__all__ = ["is_dlpack_array", "is_image", "to_tensor", "like", "accepts_arrays", "pixels_to_model", "model_to_pixels"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -79,7 +79,43 @@ def accepts_arrays(method: F) -> F:
     def wrapper(self, y, *args, **kwargs):
         if isinstance(y, torch.Tensor):
             return method(self, y, *args, **kwargs)
-        out = method(self, to_tensor(y, self.denoiser.alphas_cumprod.device), *args, **kwargs)
+        device = self.denoiser.alphas_cumprod.device
+        if is_image(y):  # a PIL image or a uint8 array: pixels in, pixels out (pgdm.io)
+            out = method(self, pixels_to_model(y, self.denoiser.channels).to(device), *args, **kwargs)
+            if isinstance(out, tuple):  # (mean, std): the std as float32 (B, H, W, C) on the 0..255 pixel scale
+                return model_to_pixels(out[0], y), (out[1] * 127.5).permute(0, 2, 3, 1).cpu().numpy()
+            return model_to_pixels(out, y)
+        out = method(self, to_tensor(y, device), *args, **kwargs)
         return tuple(like(o, y) for o in out) if isinstance(out, tuple) else like(out, y)
 
     return wrapper  # type: ignore[return-value]
+
+
+def is_image(a: Any) -> bool:
+    """True for a PIL image or a uint8 NumPy array, which ``restore`` reads as pixels (0..255), not [-1, 1] values."""
+    from PIL import Image
+
+    return isinstance(a, Image.Image) or (type(a).__module__ == "numpy" and getattr(a, "dtype", None) == "uint8")
+
+
+def pixels_to_model(a: Any, channels: int) -> torch.Tensor:
+    """A PIL image or uint8 array (H, W), (H, W, C) or (B, H, W, C) → (B, C, H, W) float32 in [-1, 1]."""
+    from .io import to_tensor as image_to_tensor
+
+    return image_to_tensor(a, channels)
+
+
+def model_to_pixels(x: torch.Tensor, like: Any) -> Any:
+    """(B, C, H, W) in [-1, 1] → what ``like`` was: a PIL image (B = 1) or a list of them, or a uint8 array
+    (B, H, W, C), or (H, W[, C]) when ``like`` had no batch axis."""
+    import numpy as np
+
+    from .io import to_pil, to_uint8
+
+    if not isinstance(like, np.ndarray):
+        images = to_pil(x)
+        return images[0] if len(images) == 1 else images
+    a = np.stack([to_uint8(row) for row in x])  # (B, H, W) or (B, H, W, C)
+    if a.ndim == 3 and like.ndim in (3, 4) and like.shape[-1] == 1:
+        a = a[..., None]
+    return a if like.ndim == 4 else a[0]
