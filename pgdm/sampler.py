@@ -43,7 +43,7 @@ class SamplerSettings:
 
     Attributes:
         method: a name from :data:`pgdm.methods.METHODS` (``"pigdm"``, ``"rg"``, ``"dps"``, ``"ddnm"``,
-            ``"ddnm+"``, ``"diffpir"``, ``"ddrm"``).
+            ``"ddnm+"``, ``"diffpir"``, ``"ddrm"``, ``"cpigdm"``).
         steps: number of sampling steps N, uniformly spaced from ``start_step`` (default T−1) to 0.
         start_step: start from h†(y) noised to this timestep instead of pure noise (SDEdit/CCDF, ΠGDM App. B.1).
         clip_denoised: clamp x̂ to [-1, 1] inside each step (see :func:`pgdm.methods.pigdm.pigdm_step`).
@@ -289,7 +289,7 @@ class Restorer(RestoreInterface):
         start_step: start from h†(y) noised to this timestep instead of pure noise (SDEdit/CCDF, App. B.1;
             the paper uses 500 of 1000 for SR×4 and 100 for deblurring).
         clip_denoised: clamp x̂ to [-1, 1] inside each step; False is the literal algorithm.
-        method: ``"pigdm"``, ``"rg"``, ``"dps"``, ``"ddnm"``, ``"ddnm+"``, ``"diffpir"`` or ``"ddrm"`` (docs/methods.md).
+        method: ``"pigdm"``, ``"rg"``, ``"dps"``, ``"ddnm"``, ``"ddnm+"``, ``"diffpir"``, ``"ddrm"`` or ``"cpigdm"`` (docs/methods.md).
         options: the method's other options, e.g. ``{"weight": 2.0}`` (fixed ΠGDM weight), ``{"scale": 0.5}`` (DPS ζ').
 
     Example:

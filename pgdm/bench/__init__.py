@@ -24,7 +24,9 @@ def add_parser(subparsers) -> None:
     """Add ``bench quality`` and ``bench posterior`` to the ``pgdm`` command's subparsers."""
     raw = argparse.RawDescriptionHelpFormatter
     bench = subparsers.add_parser("bench", help="compare restoration methods (quality on images, or against an exact posterior)",
-                                  description="Compare restoration methods in one engine, on the same model, seeds and operators.")  # fmt: skip
+                                  description="Compare restoration methods in one engine, on the same model, seeds and operators.",
+                                  formatter_class=raw, epilog="examples:\n  pgdm bench quality --methods pigdm,ddnm --steps 20 --tasks sr4 --n 8 -o bench/\n"
+                                  "  pgdm bench posterior --methods pigdm,ddrm --steps 20 --n 128 -o bench_post/")  # fmt: skip
     kinds = bench.add_subparsers(dest="bench", required=True)
     methods_help = "comma-separated methods, each NAME[:OPTION=VALUE…], e.g. pigdm,rg,pigdm:weight=2 (default: %(default)s)"
 
