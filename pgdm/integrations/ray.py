@@ -37,7 +37,8 @@ class Restore:
     Returns the batch with ``restored``: (B, H, W) or (B, H, W, C) uint8, the pixels ``pgdm restore`` writes.
 
     Args (``fn_constructor_kwargs``): task: operator spec (``sr4``, ``inpaint-center``, ``blur-uniform9``, …);
-    model/config: as ``pgdm restore --model/--config``; steps, eta, start_step: the sampler's; device: default
+    model/config: as ``pgdm restore --model/--config``; steps, eta, start_step, method: the sampler's (eta None:
+    the method's default); device: default
     ``cuda`` when Ray gave the actor a GPU, else ``cpu``; dtype: network precision; task_seed: seed of random
     masks and kernels in ``task``; backend: ``eager``, ``compile`` or ``cudagraph`` (compiled for
     ``batch_size`` rows, the ``map_batches`` batch size).
@@ -50,8 +51,9 @@ class Restore:
         model: str = "default",
         config: str | None = None,
         steps: int = 100,
-        eta: float = 1.0,
+        eta: float | None = None,
         start_step: int | None = None,
+        method: str = "pigdm",
         device: str | None = None,
         dtype: str = "float32",
         task_seed: int = 0,
@@ -67,7 +69,7 @@ class Restore:
         if isinstance(last_operator(self.template), JPEG):
             raise ValueError(f"{task}: a JPEG measurement is its coefficients, not pixels; restore the .jpg files with pgdm restore")
         self.measured = tuple(self.template(torch.zeros(1, *self.shape)).shape[1:])  # (C, h, w) of each image row
-        options = argparse.Namespace(backend=backend, channels_last=False, steps=steps, eta=eta, start_step=start_step)
+        options = argparse.Namespace(backend=backend, channels_last=False, steps=steps, eta=eta, start_step=start_step, method=method)
         self.restorer = make_restorer(options, self.denoiser, batch_size)
 
     def _measurements(self, images: np.ndarray) -> torch.Tensor:
