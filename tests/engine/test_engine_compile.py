@@ -14,6 +14,8 @@ import pytest
 import torch
 
 import pgdm.engine as E
+
+pytestmark = pytest.mark.slow  # torch.compile of the whole step: minutes on a 2-core CPU
 from engine_helpers import float64_copy, rss_bytes, tiny_denoiser
 from pgdm import Restorer
 from pgdm.ops import SuperResolution

@@ -69,6 +69,7 @@ def exported(tmp_path_factory):
     return build
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
 def test_restore_through_onnx_runtime_matches_pytorch(exported, case):
     den, op, path = exported(case)
@@ -93,6 +94,7 @@ def test_restore_through_onnx_runtime_matches_pytorch(exported, case):
     assert float((x0 - want).norm() / want.norm()) < 1e-4
 
 
+@pytest.mark.slow
 def test_plans_that_do_not_fit_the_graph_are_refused(exported):
     den, op, path = exported("sr2")
     runner = OnnxStepRestorer(path)

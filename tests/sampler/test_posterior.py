@@ -82,6 +82,7 @@ def test_samples_close_to_exact_posterior(case, sigma_y):
     assert hx_w2 < (0.15 if sigma_y else 1e-6), "noiseless samples must satisfy h(x) = y; noisy ones spread like the posterior"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_wrong_guidance_variants_fail(variant, monkeypatch):
     monkeypatch.setattr(pigdm_method, "guidance_vector", VARIANTS[variant])
