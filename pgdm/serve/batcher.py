@@ -71,7 +71,7 @@ class _Job:
     num_samples: int
     return_std: bool
     steps: int
-    eta: float
+    eta: float | None
     caller: Any  # the caller's y: results come back as its array type
     future: Future
     submitted: float  # time.perf_counter() at submission
@@ -94,12 +94,12 @@ class EnginePool:
         self.default = Engine(denoiser, self.config)  # freezes and casts the network once; the others share it
         self.denoiser = self.default.denoiser
         self.device = self.default.device
-        self._engines: OrderedDict[tuple[int, float], Engine] = OrderedDict({(config.steps, config.eta): self.default})
+        self._engines: OrderedDict[tuple[int, float | None], Engine] = OrderedDict({(config.steps, config.eta): self.default})
         self._lock = threading.Lock()
 
-    def get(self, steps: int, eta: float) -> Engine:
-        """The engine running ``steps`` steps with DDIM η = ``eta``."""
-        key = (int(steps), float(eta))
+    def get(self, steps: int, eta: float | None) -> Engine:
+        """The engine running ``steps`` steps with DDIM η = ``eta`` (None: the method's default)."""
+        key = (int(steps), None if eta is None else float(eta))
         with self._lock:
             engine = self._engines.get(key)
             if engine is None:
@@ -238,7 +238,7 @@ class DynamicBatcher:
             return jobs
 
     def _run(self, jobs: list[_Job]) -> None:
-        groups: dict[tuple[int, float], list[_Job]] = {}
+        groups: dict[tuple[int, float | None], list[_Job]] = {}
         for job in jobs:
             groups.setdefault((job.steps, job.eta), []).append(job)
         for (steps, eta), members in groups.items():
