@@ -129,8 +129,6 @@ def plan_sampling(
     if not bool(finite.all()):
         raise ValueError(f"y holds NaN or Inf in image(s) {(~finite).nonzero().flatten().tolist()} of the batch; measurements must be finite")
     op.check_measurement(y)
-    if denoiser.image_size is not None:
-        check_measurement_fits(op, y, (denoiser.channels, denoiser.image_size, denoiser.image_size))
     seeds = validate.seeds(seed, batch)
     sigma = torch.as_tensor(sigma_y, dtype=torch.float64).flatten()
     if sigma.numel() == 1:
@@ -144,6 +142,8 @@ def plan_sampling(
             f"sigma_y > 0 needs a linear operator (Eq. 7), but {op.spec} is non-linear; use sigma_y=0 (noiseless ΠGDM, Eq. 9)"
         )
     method.check_operator(op)
+    if denoiser.image_size is not None:
+        check_measurement_fits(op, y, (denoiser.channels, denoiser.image_size, denoiser.image_size))
     if class_labels is not None:
         class_labels = torch.as_tensor(class_labels, dtype=torch.int64, device=device).flatten()
         class_labels = class_labels.expand(batch) if class_labels.numel() == 1 else class_labels

@@ -12,6 +12,7 @@ from typing import Callable, Mapping, Protocol
 
 import torch
 
+from .. import validate
 from ..denoiser import Denoiser
 from ..operators.base import Operator
 
@@ -95,9 +96,7 @@ class Method:
 
 
 def _check_unit(name: str, value: float) -> float:
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must be in [0, 1], got {value}")
-    return float(value)
+    return validate.real_in_range(name, value, 0.0, 1.0)
 
 
 def ddim_coefficients(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor, eta: float) -> dict[str, torch.Tensor]:
