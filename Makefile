@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench
+.PHONY: demo test test-slow bench
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +15,10 @@ demo: $(STAMP)
 	$(VENV)/bin/pgdm demo
 
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -m "not slow"
+
+test-slow: $(STAMP)
+	$(VENV)/bin/python -m pytest -q -m "slow and not ray"
 
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/bench_ops.py
