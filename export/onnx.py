@@ -128,7 +128,7 @@ def _example_inputs(denoiser: Denoiser, op: Operator, batch: int, noisy: bool, s
     x = torch.randn(batch, c, s, s, generator=gen)
     y = op(x.clamp(-1, 1))
     t = (T // 2 + seed * 97) % (T - 1)
-    table = settings.spec.coefficients(denoiser.alphas_cumprod, torch.tensor([t, t // 2]), **dict(settings.options))
+    table = settings.spec.coefficients(denoiser.alphas_cumprod, torch.tensor([t, t // 2]), **settings.method_options(op))
     coef = {k: v[0] for k, v in table.items()}
     args = [x, coef["t"]] + [v.float() for k, v in coef.items() if k != "t"] + [y, op.pinv(y), torch.randn(x.shape, generator=gen)]
     if noisy:

@@ -61,7 +61,7 @@ class SamplerSettings:
         m = get_method(self.method)
         object.__setattr__(self, "method", m.name)
         opts = m.options(dict(self.options))
-        m.coefficients(schedules.linear(2), torch.tensor([1, 0]), **opts)  # checks the values (one-line errors)
+        m.coefficients(schedules.linear(2), torch.tensor([1, 0]), **m.resolve(opts, None))  # checks the values (one-line errors)
         object.__setattr__(self, "options", tuple(sorted(opts.items())))
 
     @property
@@ -73,10 +73,14 @@ class SamplerSettings:
         """Raise a one-line ValueError when ``steps``/``start_step`` do not fit the model's T."""
         schedules.timesteps(self.steps, denoiser.num_timesteps, self.start_step)
 
-    def coefficients(self, alphas_cumprod: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The method's (N,) float64 per-step table for this schedule."""
+    def method_options(self, op: Operator | None = None) -> dict[str, float | None]:
+        """The method's options for ``op``: per-task reference settings fill the options left at None."""
+        return self.spec.resolve(dict(self.options), op)
+
+    def coefficients(self, alphas_cumprod: torch.Tensor, op: Operator | None = None) -> dict[str, torch.Tensor]:
+        """The method's (N,) float64 per-step table for this schedule (and ``op``, for per-task settings)."""
         ts = schedules.timesteps(self.steps, alphas_cumprod.numel(), self.start_step)
-        return self.spec.coefficients(alphas_cumprod.cpu(), ts, **dict(self.options))
+        return self.spec.coefficients(alphas_cumprod.cpu(), ts, **self.method_options(op))
 
 
 @dataclass
@@ -160,7 +164,7 @@ def plan_sampling(
     sigma_y2 = torch.cat([sigma.square()] * k).to(device, dtype) if noisy else None
 
     settings.check_model(denoiser)
-    coefs64 = settings.coefficients(denoiser.alphas_cumprod)
+    coefs64 = settings.coefficients(denoiser.alphas_cumprod, op)
     coefs = {n: v.to(device) if n == "t" else v.to(device, dtype) for n, v in coefs64.items()}
     shape = y_pinv.shape[1:]
     z = gaussian_no_sync(keys, -1, shape, dtype)  # counter −1: the initial draw, distinct from every step's

@@ -7,14 +7,14 @@ from .common import Method, StepFunction, ddim_coefficients, input_vjp, x0_and_e
 from .cpigdm import cpigdm_coefficients, cpigdm_step
 from .ddnm import ddnm_coefficients, ddnm_plus_step, ddnm_step
 from .ddrm import ddrm_coefficients, ddrm_step
-from .diffpir import diffpir_coefficients, diffpir_step
-from .dps import dps_coefficients, dps_step
+from .diffpir import diffpir_coefficients, diffpir_step, diffpir_task_defaults
+from .dps import dps_coefficients, dps_step, dps_task_defaults
 from .pigdm import guidance_vector, pigdm_coefficients, pigdm_step, reconstruction_vector, rg_step
 
 __all__ = ["METHODS", "Method", "StepFunction", "get_method", "ddim_coefficients", "input_vjp", "x0_and_eps",
            "pigdm_step", "pigdm_coefficients", "guidance_vector", "reconstruction_vector", "rg_step",
-           "dps_step", "dps_coefficients", "ddnm_step", "ddnm_plus_step", "ddnm_coefficients",
-           "diffpir_step", "diffpir_coefficients", "ddrm_step", "ddrm_coefficients", "cpigdm_step", "cpigdm_coefficients"]  # fmt: skip
+           "dps_step", "dps_coefficients", "dps_task_defaults", "ddnm_step", "ddnm_plus_step", "ddnm_coefficients",
+           "diffpir_step", "diffpir_coefficients", "diffpir_task_defaults", "ddrm_step", "ddrm_coefficients", "cpigdm_step", "cpigdm_coefficients"]  # fmt: skip
 
 _PIGDM = "Song et al., ICLR 2023"
 METHODS: dict[str, Method] = {
@@ -22,10 +22,12 @@ METHODS: dict[str, Method] = {
     for m in (
         Method("pigdm", pigdm_step, pigdm_coefficients, {"eta": 1.0, "weight": None}, "any", True, _PIGDM + ", Alg. 1"),
         Method("rg", rg_step, pigdm_coefficients, {"eta": 1.0, "weight": None}, "linear", True, _PIGDM + ", App. A.2 (Ho et al. 2022)"),
-        Method("dps", dps_step, dps_coefficients, {"eta": 1.0, "scale": 1.0}, "linear", True, "Chung et al., ICLR 2023, Alg. 1"),
+        Method("dps", dps_step, dps_coefficients, {"eta": 1.0, "scale": None}, "linear", True, "Chung et al., ICLR 2023, Alg. 1",
+               dps_task_defaults),
         Method("ddnm", ddnm_step, ddnm_coefficients, {"eta": 0.85}, "any", False, "Wang et al., ICLR 2023, Alg. 1"),
         Method("ddnm+", ddnm_plus_step, ddnm_coefficients, {"eta": 0.85}, "any", False, "Wang et al., ICLR 2023, Eq. 17-19"),
-        Method("diffpir", diffpir_step, diffpir_coefficients, {"lam": 7.0, "zeta": 0.3}, "any", False, "Zhu et al., CVPRW 2023, Alg. 1"),
+        Method("diffpir", diffpir_step, diffpir_coefficients, {"lam": None, "zeta": None}, "any", False, "Zhu et al., CVPRW 2023, Alg. 1",
+               diffpir_task_defaults),
         Method("ddrm", ddrm_step, ddrm_coefficients, {"eta": 0.85, "eta_b": 1.0}, "svd", False, "Kawar et al., NeurIPS 2022, Eq. 7-8"),
         Method("cpigdm", cpigdm_step, cpigdm_coefficients, {"w": 16.0, "lam": 0.0}, "linear", True, "Pandey et al., NeurIPS 2024, Sec. 2.3"),
     )

@@ -64,6 +64,8 @@ class Method:
             (the operator's closed-form SVD).
         vjp: the step differentiates through the network (one forward and one backward per step).
         paper: the citation, for tables and errors.
+        task_defaults: ``op -> {option: value}`` for the options whose reference setting depends on the task (their
+            entry in ``defaults`` is None); ``op`` None gives the setting for an unnamed linear task.
     """
 
     name: str
@@ -73,6 +75,7 @@ class Method:
     needs: str
     vjp: bool
     paper: str
+    task_defaults: Callable[[Operator | None], Mapping[str, float]] | None = None
 
     def check_operator(self, op: Operator) -> None:
         """Raise a one-line ValueError when this method cannot run ``op``."""
@@ -93,6 +96,13 @@ class Method:
             known = ", ".join(self.defaults) or "none"
             raise ValueError(f"method {self.name!r} has no option(s) {', '.join(unknown)}; its options: {known}")
         return {**self.defaults, **given}
+
+    def resolve(self, options: Mapping[str, float | None], op: Operator | None) -> dict[str, float | None]:
+        """``options`` with every None that has a per-task setting replaced by the setting for ``op``."""
+        if self.task_defaults is None:
+            return dict(options)
+        per_task = self.task_defaults(op)
+        return {k: per_task[k] if v is None and k in per_task else v for k, v in options.items()}
 
 
 def _check_unit(name: str, value: float) -> float:

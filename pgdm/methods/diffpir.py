@@ -5,16 +5,26 @@ import torch
 
 from ..denoiser import Denoiser
 from ..operators.base import Operator
+from ..operators.inpaint import Inpaint
 from .common import Coefficients, denoise
 
-__all__ = ["diffpir_coefficients", "diffpir_step"]
+__all__ = ["diffpir_coefficients", "diffpir_step", "diffpir_task_defaults"]
+
+
+def diffpir_task_defaults(op: Operator | None) -> dict[str, float]:
+    """λ and ζ of DiffPIR's reference scripts: λ = 1, ζ = 1 for inpainting (``main_ddpir_inpainting.py``);
+    λ = 7, ζ = 0.3 for deblurring (``main_ddpir_deblur.py``) and every other task. ρ_t = λσ_n²/σ̄_t² is
+    taken with σ_n and σ̄_t in one unit (the model's [-1, 1] scale); the scripts take σ_n on the [0, 1]
+    scale, so their ρ_t is that of ``lam`` = λ/4 here. λ enters only when σ_y > 0 (noiseless, the data step
+    is the exact limit ρ_t → 0; the scripts put σ_n = 0.001 there)."""
+    return {"lam": 1.0, "zeta": 1.0} if isinstance(op, Inpaint) else {"lam": 7.0, "zeta": 0.3}
 
 
 def diffpir_coefficients(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor, lam: float = 7.0, zeta: float = 0.3) -> dict[str, torch.Tensor]:
     """DiffPIR's per-step scalars, (N,) float64 (``t`` int64): t, alpha_t, alpha_s,
     rho = λ/σ̄_t² with σ̄_t² = (1 − ᾱ_t)/ᾱ_t (ρ_t = λ σ_n²/σ̄_t² once multiplied by the image's σ_n², Alg. 1),
-    c_eps = √(1 − ᾱ_s) √(1 − ζ) and c_noise = √(1 − ᾱ_s) √ζ (Alg. 1, line 6). λ = 7, ζ = 0.3: DiffPIR's
-    settings for deblurring and super-resolution."""
+    c_eps = √(1 − ᾱ_s) √(1 − ζ) and c_noise = √(1 − ᾱ_s) √ζ (Alg. 1, line 6). The method's defaults are per
+    task (:func:`diffpir_task_defaults`)."""
     if not lam > 0:
         raise ValueError(f"lam must be > 0, got {lam}")
     if not 0.0 <= zeta <= 1.0:

@@ -5,17 +5,24 @@ import torch
 
 from ..denoiser import Denoiser
 from ..operators.base import Operator
+from ..operators.inpaint import Inpaint
 from .common import Coefficients, ddim_coefficients, denoise_with_vjp, rows
 
-__all__ = ["dps_coefficients", "dps_step"]
+__all__ = ["dps_coefficients", "dps_step", "dps_task_defaults"]
 
 
-def dps_coefficients(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor, eta: float = 1.0, scale: float = 1.0) -> dict[str, torch.Tensor]:
+def dps_task_defaults(op: Operator | None) -> dict[str, float]:
+    """ζ' of DPS's reference code (``configs/*_config.yaml``, the same for FFHQ and ImageNet): 0.5 for
+    inpainting, 0.3 for super-resolution, deblurring and any other task."""
+    return {"scale": 0.5 if isinstance(op, Inpaint) else 0.3}
+
+
+def dps_coefficients(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor, eta: float = 1.0, scale: float = 0.3) -> dict[str, torch.Tensor]:
     """DDIM's table (η = 1 is DDPM's ancestral step, which DPS uses) plus ``zeta`` = ζ', DPS's step size.
 
     DPS Alg. 1 steps ζ_i ∇‖y − A(x̂)‖² with ζ_i = ζ'/‖y − A(x̂)‖; its code takes ζ' ∇‖y − A(x̂)‖ (the same
-    direction, the constant halved), which this follows. ``scale`` = ζ' = 1.0: the paper's super-resolution
-    and inpainting setting for ImageNet-256 (App. C).
+    direction, the constant halved), which this follows. ``scale`` = ζ'; the method's default is per task
+    (:func:`dps_task_defaults`).
     """
     if not scale > 0:
         raise ValueError(f"scale must be > 0, got {scale}")

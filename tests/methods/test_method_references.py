@@ -72,7 +72,7 @@ def _reference(method, den, plan, H, opts):
                 rows.append(a_s**0.5 * (xb - lam * Hp @ (H @ xb - yb)) + gamma * zb + c2 * eb)
             x = torch.stack(rows)
         elif method == "diffpir":  # DiffPIR Alg. 1: data step by the normal equations, ρ = λ σ_n²/σ̄_t²
-            lam, zeta = opts.get("lam", 7.0), opts.get("zeta", 0.3)
+            lam, zeta = opts["lam"], opts["zeta"]
             rows = []
             for xb, yb, s in zip(x0, y, sy.tolist()):
                 rho = lam * s**2 * a_t / (1 - a_t)
@@ -127,7 +127,7 @@ def test_method_matches_its_paper_loop(method, task, sigma_y):
     restorer = Restorer(den, steps=STEPS, clip_denoised=False, method=method, options=opts)
     plan = restorer.plan(y, op, sigma_y=[sigma_y, 0.0, 2 * sigma_y], seed=[4, 5, 6])  # a mixed-noise batch
     got = run_eager(den, plan)
-    want = _reference(method, den, plan, dense(op, SHAPE), dict(restorer.settings.options))
+    want = _reference(method, den, plan, dense(op, SHAPE), restorer.settings.method_options(op))
     torch.testing.assert_close(got.flatten(1), want, atol=1e-8, rtol=1e-8)
     # the engine runs the same plan → loop: bitwise equal in eager mode
     eng = E.restorer(den, "eager", steps=STEPS, clip_denoised=False, method=method, method_options=opts)
@@ -141,7 +141,7 @@ def test_a_broken_method_fails_its_reference(monkeypatch):
     den, op, y = _setup("sr2-bicubic", 0.0)
     restorer = Restorer(den, steps=STEPS, clip_denoised=False, method="ddnm")
     plan = restorer.plan(y, op, seed=[4, 5, 6])
-    want = _reference("ddnm", den, plan, dense(op, SHAPE), dict(restorer.settings.options))
+    want = _reference("ddnm", den, plan, dense(op, SHAPE), restorer.settings.method_options(op))
     original = ddnm._ddnm
 
     def flipped(denoiser, x, coef, y_pinv, op, noise, *rest, **kw):

@@ -1,0 +1,42 @@
+"""Options whose reference setting depends on the task: DPS's ζ' and DiffPIR's λ, ζ, from their official code."""
+import pytest
+import torch
+
+import pgdm
+from pgdm.sampler import SamplerSettings
+from pgdm.analytic import mixture_denoiser
+
+SHAPE = (1, 8, 8)
+# the reference code's values: DPS configs/*_config.yaml; DiffPIR main_ddpir_{inpainting,deblur}.py
+EXPECTED = {
+    ("dps", "inpaint-center"): {"scale": 0.5},
+    ("dps", "sr4"): {"scale": 0.3},
+    ("dps", "blur-gaussian3"): {"scale": 0.3},
+    ("diffpir", "inpaint-center"): {"lam": 1.0, "zeta": 1.0},
+    ("diffpir", "blur-gaussian3"): {"lam": 7.0, "zeta": 0.3},
+    ("diffpir", "sr4"): {"lam": 7.0, "zeta": 0.3},
+}
+
+
+@pytest.mark.parametrize("method,task", sorted(EXPECTED))
+def test_per_task_defaults_reach_the_coefficient_table(method, task):
+    den = mixture_denoiser(SHAPE)[0].float()
+    op = pgdm.ops.parse(task, SHAPE)
+    settings = SamplerSettings(method, steps=4)
+    resolved = settings.method_options(op)
+    assert {k: resolved[k] for k in EXPECTED[method, task]} == EXPECTED[method, task]
+    plan = pgdm.sampler.plan_sampling(den, op(torch.zeros(1, *SHAPE)), op, settings)
+    want = settings.spec.coefficients(den.alphas_cumprod, plan.coefs["t"].cpu(), **resolved)
+    for name, value in want.items():
+        torch.testing.assert_close(plan.coefs[name].cpu().to(value.dtype), value, rtol=1e-6, atol=0)
+
+
+def test_an_explicit_option_overrides_the_task_default():
+    op = pgdm.ops.parse("inpaint-center", SHAPE)
+    assert SamplerSettings("dps", steps=4, options={"scale": 1.0}).method_options(op)["scale"] == 1.0
+    assert SamplerSettings("diffpir", steps=4, options={"zeta": 0.5}).method_options(op) == {"lam": 1.0, "zeta": 0.5}
+
+
+def test_bad_values_are_still_refused_before_any_operator_is_known():
+    with pytest.raises(ValueError, match="zeta must be in"):
+        SamplerSettings("diffpir", steps=4, options={"zeta": 2.0})
