@@ -231,10 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="preset name when the layout is ambiguous")
     p.set_defaults(run=_convert)
 
-    p = sub.add_parser("export", help="export the whole ΠGDM step for one task to ONNX", formatter_class=raw,
-                       description="Write the ΠGDM step (network + input-only VJP + h, h† + update) for TASK as an ONNX graph\n"
-                       "with static shapes, load it in ONNX Runtime, and print its inputs (needs pip install 'pgdm[onnx]').",
-                       epilog=tasks + "\n\nexample:\n  pgdm export sr4 -o sr4_b8.onnx --batch-size 8\n"
+    p = sub.add_parser("export", help="export a method's whole step (ΠGDM by default) for one task to ONNX", formatter_class=raw,
+                       description="Write one step of a restoration method (network + input-only VJP + h, h† + update) for TASK as an\n"
+                       "ONNX graph with static shapes, load it in ONNX Runtime, and print its inputs (needs pip install 'pgdm[onnx]').",
+                       epilog=tasks + "\n\nexample:\n  pgdm export sr4 -o sr4_b8.onnx --batch-size 8\n  pgdm export sr4 -o sr4_ddrm.onnx --method ddrm\n"
                        "  trtexec --onnx=sr4_b8.onnx   # a TensorRT engine from it (TensorRT's own tool)")  # fmt: skip
     p.add_argument("task", help="operator spec (its parameters become constants of the graph)")
     p.add_argument("-o", "--output", required=True, help="the .onnx file to write")
@@ -242,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="model preset name when it cannot be inferred")
     p.add_argument("--batch-size", type=positive_int, default=1, help="the graph's batch size (default: %(default)s)")
     p.add_argument("--noisy", action="store_true", help="take per-image sigma_y2 (the noisy guidance)")
+    p.add_argument("--method", choices=sorted(METHODS), default="pigdm", help="restoration method whose step to export (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed for random masks and kernels in TASK")
     p.set_defaults(run=_export)
 
@@ -259,9 +260,9 @@ def _export(args) -> int:
     if denoiser.image_size is None:
         raise ValueError("export needs a model with a fixed image size")
     op = parse(args.task, (denoiser.channels, denoiser.image_size, denoiser.image_size), seed=args.seed)
-    path = export_step(denoiser, op, args.output, args.batch_size, noisy=args.noisy)
+    path = export_step(denoiser, op, args.output, args.batch_size, noisy=args.noisy, method=args.method)
     names = OnnxStepRestorer(path).names  # loads the graph in ONNX Runtime: a broken file fails here
-    print(f"wrote {path}: batch {args.batch_size}, inputs {', '.join(names)}; outputs x_next, x0")
+    print(f"wrote {path}: method {args.method}, batch {args.batch_size}, inputs {', '.join(names)}; outputs x_next, x0")
     return 0
 
 

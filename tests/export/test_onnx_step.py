@@ -127,3 +127,27 @@ def test_what_cannot_be_exported_is_refused_in_one_line():
     any_size.image_size = None
     with pytest.raises(ValueError, match="fixed image_size"):
         export_step(any_size, blur, "unused.onnx", 1)
+
+
+def test_the_export_command_writes_the_step_of_the_method_it_names(tmp_path, capsys):
+    """`pgdm export --method ddnm`: a DDNM graph (no VJP) whose restore matches the eager DDNM ``Restorer``."""
+    from pgdm.cli import main
+    from pgdm.models import load_model
+    from pgdm.sampler import Restorer
+    from tiny_model import save_tiny_model
+
+    model = save_tiny_model(tmp_path)
+    path = tmp_path / "ddnm.onnx"
+    assert main(["export", "inpaint-center", "-o", str(path), "--model", str(model), "--method", "ddnm", "--batch-size", "2"]) == 0
+    assert "method ddnm" in capsys.readouterr().out
+    runner = OnnxStepRestorer(path)
+    assert runner.method == "ddnm" and runner.names == input_names(False, False, "ddnm")
+    den = load_model(str(model))
+    op = parse("inpaint-center", (1, 16, 16))
+    y = op(torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1)
+    restorer = Restorer(den, steps=STEPS, method="ddnm")
+    plan = restorer.plan(y, op, seed=[1, 2])
+    want = run_eager(den, plan)
+    assert float((runner.run_plan(plan) - want).norm() / want.norm()) < 1e-4
+    with pytest.raises(ValueError, match="runs method 'ddnm'"):
+        runner.run_plan(Restorer(den, steps=STEPS).plan(y, op))
