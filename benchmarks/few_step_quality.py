@@ -25,13 +25,12 @@ from pgdm.ops import parse
 TASKS = [("SR×4 (pool)", "sr4-pool"), ("centre inpainting", "inpaint-center"), ("9×9 uniform deblurring", "blur-uniform9")]
 
 
-def parse_run(text: str) -> tuple[MethodSpec, int | None, int]:
-    """``spec[@start]/steps`` → (MethodSpec, start_step or None, steps)."""
+def parse_run(text: str) -> tuple[MethodSpec, int]:
+    """``spec[@start]/steps`` → (MethodSpec, steps)."""
     head, sep, steps = text.partition("/")
     if not sep:
         raise ValueError(f"run {text!r} must be METHOD[@START]/STEPS")
-    spec, _, start = head.partition("@")
-    return MethodSpec.parse(spec), (int(start) if start else None), int(steps)
+    return MethodSpec.parse(head), int(steps)
 
 
 def main() -> None:
@@ -58,12 +57,12 @@ def main() -> None:
         if args.csv:
             with open(args.csv, "a", newline="") as f:
                 csv.DictWriter(f, fieldnames=fields).writerow({"task": label, "method": "h†(y)", "steps": 0, "psnr": baseline, "seconds": 0})
-        for method, start, n in runs:
-            restorer = pgdm.Restorer(den, steps=n, start_step=start, method=method.name, options=dict(method.options))
+        for method, n in runs:
+            restorer = pgdm.Restorer(den, steps=n, start_step=method.start_step, method=method.name, options=dict(method.options))
             t0 = time.perf_counter()
             x = restorer.restore(y, op, seed=args.seed)
             seconds = time.perf_counter() - t0
-            row = {"task": label, "method": method.label + (f"@{start}" if start is not None else ""), "steps": n,
+            row = {"task": label, "method": method.label, "steps": n,
                    "psnr": round(float(psnr(x, images).mean()), 2), "seconds": round(seconds, 2)}  # fmt: skip
             print(f"  {row['method']:28s} {n:4d} steps  {row['psnr']:6.2f} dB  {seconds:6.1f} s", flush=True)
             if args.csv:

@@ -28,7 +28,8 @@ def add_parser(subparsers) -> None:
                                   formatter_class=raw, epilog="examples:\n  pgdm bench quality --methods pigdm,ddnm --steps 20 --tasks sr4 --n 8 -o bench/\n"
                                   "  pgdm bench posterior --methods pigdm,ddrm --steps 20 --n 128 -o bench_post/")  # fmt: skip
     kinds = bench.add_subparsers(dest="bench", required=True)
-    methods_help = "comma-separated methods, each NAME[:OPTION=VALUE…], e.g. pigdm,rg,pigdm:weight=2 (default: %(default)s)"
+    methods_help = ("comma-separated methods, each NAME[:OPTION=VALUE…][@START] (START: begin at h†(y) noised to that timestep), "
+                    "e.g. pigdm,rg,pigdm:weight=2,cpigdm@400 (default: %(default)s)")
 
     q = kinds.add_parser("quality", formatter_class=raw, help="PSNR/SSIM/consistency/speed per method × steps × task × σ_y",
                          epilog="example:\n  pgdm bench quality --methods pigdm,ddnm --steps 20 --tasks sr4 --n 8 -o bench/")  # fmt: skip
@@ -88,7 +89,7 @@ def run_quality(args) -> int:
         key = (spec.label, n_steps)
         if key not in engines:
             engines[key] = E.restorer(den, args.backend, steps=n_steps, method=spec.name, method_options=dict(spec.options),
-                                      batch_sizes=(args.batch_size,))  # fmt: skip
+                                      start_step=spec.start_step, batch_sizes=(args.batch_size,))  # fmt: skip
         return engines[key]
 
     cells = [dict(method=m.label, task=t, steps=s, sigma_y=sy, n=args.n, spec=m) for m in methods for s in steps for t in tasks for sy in sigmas]
@@ -97,7 +98,8 @@ def run_quality(args) -> int:
         store.add(quality_cell(engine_for, c["spec"], c["task"], c["steps"], c["sigma_y"], images, args.batch_size, args.device))
     rows = [store.rows[store.key(c)] for c in cells]
     notes = [f"model {args.model}, data {args.data} (first {args.n}), backend {args.backend}, batch {args.batch_size}, {threads_note()}",
-             "all methods start from pure noise at t = T−1 with their paper's default options; NFE = network evaluations per image",
+             "methods start from pure noise at t = T−1 unless their label ends in @START (h†(y) noised to timestep START), with their "
+             "reference defaults; NFE = network evaluations per image",
              "seconds_per_image excludes compile_seconds (the engine's warm-up)"]  # fmt: skip
     if (reason := lpips_available()) is not None:
         notes.append(reason)

@@ -20,15 +20,20 @@ __all__ = ["MethodSpec", "parse_methods", "parse_list", "CellStore", "write_tabl
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """A method with options, written ``name[:option=value[:option=value]]``, e.g. ``pigdm:weight=2``."""
+    """A method with options and an optional start, written ``name[:option=value…][@start_step]``, e.g.
+    ``pigdm:weight=2`` or ``cpigdm:w=8@400`` (start from h†(y) noised to timestep 400; default: pure noise)."""
 
     label: str
     name: str
     options: tuple[tuple[str, float | None], ...]
+    start_step: int | None = None
 
     @classmethod
     def parse(cls, text: str) -> "MethodSpec":
-        name, *pairs = text.strip().split(":")
+        head, at, start = text.strip().partition("@")
+        if at and not start.strip().isdigit():
+            raise ValueError(f"start step in {text!r} must be a timestep (an integer ≥ 0) after '@'")
+        name, *pairs = head.split(":")
         method = get_method(name)
         options: dict[str, float | None] = {}
         for pair in pairs:
@@ -40,7 +45,7 @@ class MethodSpec:
             except ValueError:
                 raise ValueError(f"method option {key} in {text!r} must be a number or none, got {value!r}") from None
         method.options(options)  # unknown names: one-line error
-        return cls(text.strip(), method.name, tuple(sorted(options.items())))
+        return cls(text.strip(), method.name, tuple(sorted(options.items())), int(start) if at else None)
 
 
 def parse_methods(text: str) -> list[MethodSpec]:

@@ -43,7 +43,7 @@ def posterior_cell(spec: MethodSpec, task: str, steps: int, n: int = 1000, seed:
     y = y + sigma_to_model(sigma_y) * torch.randn(y.shape, generator=gen, dtype=torch.float64)
     row = {"method": spec.label, "task": task, "steps": steps, "sigma_y": sigma_y, "n": n}
     try:
-        restorer = Restorer(den, steps=steps, clip_denoised=False, method=spec.name, options=dict(spec.options))
+        restorer = Restorer(den, steps=steps, start_step=spec.start_step, clip_denoised=False, method=spec.name, options=dict(spec.options))
         plan = restorer.plan(y.expand(n, *y.shape[1:]), op, sigma_y=sigma_y, seed=seed * n)
     except ValueError as e:
         return row | {"status": "unsupported", "reason": str(e)}

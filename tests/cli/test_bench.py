@@ -43,3 +43,18 @@ def test_bench_bad_arguments_are_one_line_errors(tmp_path, capsys):
     assert "has no option(s) nope" in capsys.readouterr().err
     assert main(["bench", "quality", "--steps", "ten", "-o", str(tmp_path)]) == 2
     assert "--steps must be a comma-separated list of int" in capsys.readouterr().err
+    assert main(["bench", "posterior", "--methods", "cpigdm@late", "-o", str(tmp_path)]) == 2
+    assert "must be a timestep" in capsys.readouterr().err
+
+
+def test_a_method_spec_can_start_from_the_noised_pseudoinverse(tmp_path):
+    from pgdm.bench.cells import MethodSpec
+
+    spec = MethodSpec.parse("cpigdm:w=8@400")
+    assert (spec.name, dict(spec.options), spec.start_step, spec.label) == ("cpigdm", {"w": 8.0}, 400, "cpigdm:w=8@400")
+    assert MethodSpec.parse("pigdm").start_step is None
+    args = ["bench", "posterior", "--methods", "pigdm,pigdm@400", "--steps", "3", "--tasks", "sr4", "--n", "16", "-o", str(tmp_path), "--quiet"]
+    assert main(args) == 0
+    rows = {r["method"]: r for r in _rows(tmp_path)}
+    assert rows["pigdm"]["status"] == rows["pigdm@400"]["status"] == "ok"
+    assert rows["pigdm"]["sliced_w2"] != rows["pigdm@400"]["sliced_w2"]  # a different start, a different sample
