@@ -173,3 +173,43 @@ def test_few_step_sliced_w2_ordering(task):
     if task in NEAR_PIGDM_100:
         c20, p100 = w2("cpigdm", task, 20), w2("pigdm", task, 100)
         assert c20 < 1.15 * p100, (task, c20, p100)
+
+
+def test_more_steps_converge_to_a_fine_euler_solution_of_its_ode():
+    """The step integrates ΠGDM's ODE with w_t = w r_t² ᾱ_t, written here in the score form and not from the
+    conjugate construction: dx/db = −½x + ½ε/σ − ½wᾱ(∂x̂/∂x)ᵀ(h†(y) − h†(h(x̂))), b = −log ᾱ, with the mixture's
+    exact ε at any ᾱ, by 500 explicit Euler steps in b. C-ΠGDM at 100 steps lands ≥ 3× closer to that solution
+    than at 20 (a first-order method: measured 0.034 and 0.0068), and within 1.5 %."""
+    shape, w, start = (1, 8, 8), 16.0, 400
+    den, means, _, _ = mixture_denoiser(shape)
+    op = SuperResolution(4).double()
+    gen = torch.Generator().manual_seed(0)
+    y = op((means[0] + 0.8 * torch.randn(64, generator=gen, dtype=torch.float64)).view(1, *shape).repeat(4, 1, 1, 1))
+
+    def run(steps):
+        r = sampler.Restorer(den, steps=steps, start_step=start, method="cpigdm", options={"w": w}, clip_denoised=False)
+        plan = r.plan(y, op, seed=[0, 1, 2, 3])
+        return plan.x_init, sampler.run_eager(den, plan)
+
+    continuous = den.net  # GaussianMixtureEps: its ε at any ᾱ through a one-entry table
+    acp = continuous.acp.clone()
+
+    def eps_and_x0(x, b):
+        continuous.acp = torch.exp(torch.tensor([-b], dtype=torch.float64))
+        eps = continuous(x, torch.zeros(x.shape[0], dtype=torch.int64))
+        return eps, (x - math.sqrt(1 - math.exp(-b)) * eps) / math.exp(-b / 2)
+
+    x_init, x20 = run(20)
+    x100 = run(100)[1]
+    bs = torch.linspace(float(-acp[start].log()), float(-acp[0].log()), 501, dtype=torch.float64).tolist()
+    x, y_pinv = x_init.clone(), op.pinv(y)
+    for b, b_next in zip(bs[:-1], bs[1:]):
+        xg = x.detach().requires_grad_()
+        eps, x0 = eps_and_x0(xg, b)
+        (g,) = torch.autograd.grad(x0, xg, y_pinv - op.project(x0.detach()))
+        drift = -0.5 * x + 0.5 * eps.detach() / math.sqrt(1 - math.exp(-b)) - 0.5 * w * math.exp(-b) * g
+        x = (x + drift * (b_next - b)).detach()
+    euler = eps_and_x0(x, bs[-1])[1]  # x̂ at the table's first entry: the ODE's end at ᾱ_0 ≈ 1
+    continuous.acp = acp
+    dist = lambda a: float((a - euler).norm() / euler.norm())  # noqa: E731
+    assert dist(x100) < 0.015 and dist(x100) < dist(x20) / 3, (dist(x20), dist(x100))
