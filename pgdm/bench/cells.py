@@ -112,31 +112,41 @@ def plot_lines(path: Path, rows: Sequence[dict], x: str, y: str, panel: str, lin
     """A PNG grid of panels (one per value of ``panel``, one panel row per value of ``rows_by``), one line per value
     of ``line``: ``y`` against ``x`` over the rows with ``status == "ok"``."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     ok = [r for r in rows if r.get("status") == "ok" and r.get(y) is not None]
-    panels = sorted({r[panel] for r in ok}, key=str)
-    row_values = sorted({r[rows_by] for r in ok}, key=str) if rows_by else [None]
     if not ok:
         return
+    panels = sorted({r[panel] for r in rows}, key=str)
+    row_values = sorted({r[rows_by] for r in rows}, key=str) if rows_by else [None]
+    names = sorted({r[line] for r in ok}, key=str)
+    colour = {name: f"C{i % 10}" for i, name in enumerate(names)}  # one colour per line in every panel
     fig, axes = plt.subplots(len(row_values), len(panels), figsize=(3.6 * len(panels), 3.0 * len(row_values)), squeeze=False)
     for i, rv in enumerate(row_values):
         for j, pv in enumerate(panels):
             ax = axes[i][j]
+            ax.set_title(f"{pv}" + (f", {rows_by}={rv}" if rows_by else ""), fontsize=9)
             cells = [r for r in ok if r[panel] == pv and (rows_by is None or r[rows_by] == rv)]
+            if not cells:
+                ax.text(0.5, 0.5, "no supported cells", ha="center", va="center", transform=ax.transAxes, fontsize=8)
+                ax.set_axis_off()
+                continue
             for name in sorted({r[line] for r in cells}, key=str):
                 pts = sorted((r[x], r[y]) for r in cells if r[line] == name)
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=str(name))
-            ax.set_title(f"{pv}" + (f", {rows_by}={rv}" if rows_by else ""), fontsize=9)
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", color=colour[name], label=str(name))
             ax.set_xlabel(x)
             ax.set_ylabel(y)
             if xlog:
                 ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            xs = sorted({r[x] for r in cells})
+            if all(isinstance(v, int) for v in xs):  # step counts: a labelled tick at each
+                ax.set_xticks(xs, [str(v) for v in xs])
             ax.grid(alpha=0.3)
-            if cells:
-                ax.legend(fontsize=7)
+            ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
