@@ -252,7 +252,7 @@ class CanvasDenoiser(Denoiser):
         for start in range(0, total, self.max_rows):
             r = torch.arange(start, min(start + self.max_rows, total), device=dev)
             args = (xp, r, t, class_labels, gh, gw, window)
-            if total > self.max_rows and torch.is_grad_enabled() and xp.requires_grad and not torch.compiler.is_compiling():
+            if total > self.max_rows and _checkpointable(xp):
                 chunks.append(checkpoint(self._tile_eps, *args, use_reentrant=False))
             else:
                 chunks.append(self._tile_eps(*args))
@@ -274,10 +274,20 @@ class CanvasDenoiser(Denoiser):
         tile = self.tile
         ri = (i * gh.stride)[:, None] + torch.arange(tile, device=r.device)  # (n, T) padded rows
         ci = (j * gw.stride)[:, None] + torch.arange(tile, device=r.device)  # (n, T) padded cols
-        tiles = xp[img[:, None, None], :, ri[:, :, None], ci[:, None, :]]  # (n, T, T, C)
-        tiles = tiles.permute(0, 3, 1, 2)  # (n, C, T, T)
+        ch = torch.arange(xp.shape[1], device=r.device)
+        # one gather straight into (n, C, T, T) with NCHW strides (a permuted gather has channels-last strides
+        # when C = 1, which sends the network's convolutions down another kernel)
+        tiles = xp[img[:, None, None, None], ch[None, :, None, None], ri[:, None, :, None], ci[:, None, None, :]]
         labels = None if class_labels is None else class_labels[img]
-        return self.network(tiles.contiguous(), t[img], labels) * window
+        return self.network(tiles, t[img], labels) * window
+
+
+def _checkpointable(x: torch.Tensor) -> bool:
+    """Autograd will differentiate through x, by the tape (not torch.func transforms, not dynamo tracing, which
+    do not take checkpoint's saved-tensor hooks)."""
+    if torch.compiler.is_compiling() or torch._C._functorch.peek_interpreter_stack() is not None:
+        return False
+    return torch.is_grad_enabled() and x.requires_grad
 
 
 def canvas_denoiser(
