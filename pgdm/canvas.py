@@ -69,6 +69,11 @@ def blend_window(tile: int, overlap: int, dtype: torch.dtype = torch.float32, de
     return (w[:, None] * w[None, :]).to(dtype=dtype, device=device)
 
 
+def _circular_no_sync(p: torch.Tensor, n: int) -> torch.Tensor:
+    """Indices p wrapped into [0, n) (a periodic canvas)."""
+    return torch.remainder(p, n)
+
+
 def _reflect_no_sync(p: torch.Tensor, n: int) -> torch.Tensor:
     """Indices p (any int64, possibly outside [0, n)) mirrored into [0, n) without repeating the edge pixel
     (``F.pad(mode="reflect")`` extended periodically, so any amount of padding works)."""
@@ -79,14 +84,21 @@ def _reflect_no_sync(p: torch.Tensor, n: int) -> torch.Tensor:
     return torch.where(m < n, m, period - m)
 
 
+_EDGES = {"reflect": _reflect_no_sync, "circular": _circular_no_sync}
+
+
 @dataclass(frozen=True)
 class CanvasGrid:
     """The tile grid along one axis of a canvas of ``size`` pixels.
 
+    The canvas sits at [start, start + size) inside the extent [0, padded) the tiles cover, start = ``lead`` + a
+    per-step offset in [0, shift). ``lead`` ≥ overlap, so every canvas pixel lies at least ``overlap`` pixels inside
+    the covered extent: near the canvas edge the tiles see (reflected) context past it, as they see a neighbour's
+    pixels inside. A canvas no larger than a tile is one tile, centred.
+
     Attributes: size: canvas pixels; tile, stride: tile side and step (tile − overlap); count: tiles along the
-    axis; padded: (count − 1)·stride + tile, the extent the tiles cover; shift: the number of offsets drawn
-    from (stride when the grid moves each step, 1 when it stays); centre: the fixed offset when it stays
-    (the overhang split between both edges).
+    axis; padded: (count − 1)·stride + tile; shift: the number of offsets drawn from (stride when the grid moves
+    each step, else 1); lead: the canvas's start at offset 0.
     """
 
     size: int
@@ -95,16 +107,19 @@ class CanvasGrid:
     count: int
     padded: int
     shift: int
-    centre: int
+    lead: int
 
     @classmethod
     def build(cls, size: int, tile: int, overlap: int, shift: bool) -> "CanvasGrid":
         stride = tile - overlap
-        moves = shift and size > tile
-        reach = size + (stride - 1 if moves else 0)  # the covered extent must hold the canvas at every offset
-        count = 1 if reach <= tile else math.ceil((reach - tile) / stride) + 1
+        if size <= tile:
+            return cls(size, tile, stride, 1, tile, 1, (tile - size) // 2)
+        moves = shift
+        reach = size + 2 * overlap + (stride - 1 if moves else 0)  # the extent must hold the canvas and both margins at every offset
+        count = math.ceil((reach - tile) / stride) + 1
         padded = (count - 1) * stride + tile
-        return cls(size, tile, stride, count, padded, stride if moves else 1, 0 if moves else (padded - size) // 2)
+        slack = padded - reach  # split between both ends
+        return cls(size, tile, stride, count, padded, stride if moves else 1, overlap + slack // 2)
 
 
 class CanvasDenoiser(Denoiser):
@@ -123,6 +138,9 @@ class CanvasDenoiser(Denoiser):
             instead of being kept, so memory stays that of ``max_rows`` tiles at the cost of one more forward.
         seed: the grid-shift stream (offsets are a pure function of seed and timestep).
         multiple: what H, W must be divisible by for ``whole`` (default: :func:`size_multiple` of the network).
+        edges: how tiles and ``whole`` see past the canvas edge: ``"reflect"`` (default: mirrored without repeating
+            the edge pixel) or ``"circular"`` (the canvas wraps around: a periodic canvas, such as the analytic
+            stationary prior of :mod:`pgdm.analytic` or a texture that tiles).
 
     ``forward(x, t, class_labels)``: x: (B, C, H, W) float (any H, W ≥ 1), t: (B,) int64 (one timestep for the
     batch, as every method calls it), class_labels: (B,) int64 or None → ε: (B, C, H, W).
@@ -144,6 +162,7 @@ class CanvasDenoiser(Denoiser):
         max_rows: int = 64,
         seed: int = 0,
         multiple: int | None = None,
+        edges: str = "reflect",
     ) -> None:
         if isinstance(denoiser, CanvasDenoiser):
             raise ValueError("the denoiser is already a CanvasDenoiser; pass the fixed-size model it wraps")
@@ -164,14 +183,16 @@ class CanvasDenoiser(Denoiser):
         self.overlap = validate.integer("overlap", overlap) if overlap is not None else default_overlap
         if self.tile is not None and not 0 <= self.overlap < self.tile:
             raise ValueError(f"overlap must be in [0, tile) = [0, {self.tile}), got {self.overlap}")
-        self.strategy, self.shift = strategy, bool(shift)
+        if edges not in _EDGES:
+            raise ValueError(f"unknown edges {edges!r}; expected 'reflect' or 'circular'")
+        self.strategy, self.shift, self.edges = strategy, bool(shift), edges
         self.max_rows = validate.positive_int("max_rows", max_rows)
         self.seed = validate.integer("seed", seed)
         if self.tile is not None:
             self.register_buffer("window", blend_window(self.tile, self.overlap), persistent=False)
 
     def extra_repr(self) -> str:
-        return f"strategy={self.strategy}, tile={self.tile}, overlap={self.overlap}, shift={self.shift}, max_rows={self.max_rows}"
+        return f"strategy={self.strategy}, tile={self.tile}, overlap={self.overlap}, shift={self.shift}, max_rows={self.max_rows}, edges={self.edges}"
 
     def check_input(self, shape: torch.Size, class_labels: torch.Tensor | None) -> None:
         """Like :meth:`Denoiser.check_input`, for any H, W ≥ 1."""
@@ -225,25 +246,28 @@ class CanvasDenoiser(Denoiser):
         ph, pw = -h % m, -w % m
         if ph == 0 and pw == 0:
             return self.network(x, t, class_labels)
-        rows = _reflect_no_sync(torch.arange(h + ph, device=x.device) - ph // 2, h)
-        cols = _reflect_no_sync(torch.arange(w + pw, device=x.device) - pw // 2, w)
+        edge = _EDGES[self.edges]
+        rows = edge(torch.arange(h + ph, device=x.device) - ph // 2, h)
+        cols = edge(torch.arange(w + pw, device=x.device) - pw // 2, w)
         xp = x.index_select(2, rows).index_select(3, cols)  # (B, C, H + ph, W + pw)
         return self.network(xp, t, class_labels)[..., ph // 2 : ph // 2 + h, pw // 2 : pw // 2 + w]
 
     def _offset_no_sync(self, t: torch.Tensor, grid: CanvasGrid, axis: int) -> torch.Tensor:
-        """0-d int64 grid offset in [0, grid.shift) for this step: hash(seed, axis, t) mod shift, on t's device."""
+        """0-d int64 start of the canvas in the padded extent for this step: lead + hash(seed, axis, t) mod shift,
+        on t's device."""
         if grid.shift == 1:
-            return torch.full((), grid.centre, dtype=torch.int64, device=t.device)
+            return torch.full((), grid.lead, dtype=torch.int64, device=t.device)
         key = _hash32(torch.full((), (self.seed * 2 + axis) & _MASK32, dtype=torch.int64, device=t.device))
-        return torch.remainder(_hash32(key ^ _hash32(t.reshape(-1)[0].to(torch.int64) & _MASK32)), grid.shift)
+        return grid.lead + torch.remainder(_hash32(key ^ _hash32(t.reshape(-1)[0].to(torch.int64) & _MASK32)), grid.shift)
 
     def _tiles(self, x: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor | None) -> torch.Tensor:
         b, c, h, w = x.shape
         gh, gw = self.grids(h, w)
         tile, dev = self.tile, x.device
         oy, ox = self._offset_no_sync(t, gh, 0), self._offset_no_sync(t, gw, 1)
-        rows = _reflect_no_sync(torch.arange(gh.padded, device=dev) - oy, h)  # padded coordinate → canvas row
-        cols = _reflect_no_sync(torch.arange(gw.padded, device=dev) - ox, w)
+        edge = _EDGES[self.edges]
+        rows = edge(torch.arange(gh.padded, device=dev) - oy, h)  # padded coordinate → canvas row
+        cols = edge(torch.arange(gw.padded, device=dev) - ox, w)
         xp = x.index_select(2, rows).index_select(3, cols)  # (B, C, Hp, Wp)
         per_image = gh.count * gw.count
         total = b * per_image

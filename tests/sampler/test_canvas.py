@@ -66,7 +66,10 @@ def test_window_is_a_partition_of_unity_over_the_overlap():
 def test_grid_covers_the_canvas_at_every_offset():
     for size, tile, overlap in [(37, 16, 4), (64, 32, 0), (100, 32, 8), (10, 16, 4), (17, 16, 15)]:
         g = CanvasGrid.build(size, tile, overlap, shift=True)
-        assert g.padded - (g.shift - 1) >= size  # tiles span [−offset, padded − offset) ⊇ [0, size)
+        if size <= tile:
+            assert (g.count, g.shift, g.lead) == (1, 1, (tile - size) // 2)
+        else:  # at every start in [lead, lead + shift) the canvas keeps ≥ overlap pixels of context on both sides
+            assert g.lead >= overlap and g.lead + g.shift - 1 + size + overlap <= g.padded
 
 
 @pytest.mark.parametrize("strategy", ["tiles", "whole"])
@@ -104,7 +107,7 @@ def test_grid_shift_is_a_pure_function_of_seed_and_timestep():
     assert torch.equal(a, b) and torch.allclose(a[1:2], one, atol=1e-6)
     gh, _ = den.grids(20, 30)
     offsets = {int(den._offset_no_sync(torch.tensor([s]), gh, 0)) for s in range(0, 1000, 37)}
-    assert len(offsets) == gh.shift == 6  # every offset in [0, stride) is drawn
+    assert offsets == set(range(gh.lead, gh.lead + 6)) and gh.shift == 6  # every offset in [0, stride) is drawn
     other = CanvasDenoiser(Denoiser(LinearConv(), schedules.linear(1000), channels=1, image_size=8), "tiles", overlap=2, seed=1)
     assert [int(other._offset_no_sync(torch.tensor([s]), gh, 0)) for s in range(8)] != [int(den._offset_no_sync(torch.tensor([s]), gh, 0)) for s in range(8)]
 
