@@ -16,6 +16,7 @@ from typing import Callable, ClassVar, Mapping, Sequence
 import torch
 
 from . import schedules, validate
+from .canvas import canvas_denoiser
 from .denoiser import Denoiser
 from .interop import accepts_arrays
 from .methods import Method, get_method
@@ -318,6 +319,13 @@ class Restorer(RestoreInterface):
         clip_denoised: clamp x̂ to [-1, 1] inside each step; False is the literal algorithm.
         method: ``"pigdm"``, ``"rg"``, ``"dps"``, ``"ddnm"``, ``"ddnm+"``, ``"diffpir"``, ``"ddrm"`` or ``"cpigdm"`` (docs/methods.md).
         options: the method's other options, e.g. ``{"weight": 2.0}`` (fixed ΠGDM weight), ``{"scale": 0.5}`` (DPS ζ').
+        strategy: how a model trained at one size restores images of another (:mod:`pgdm.canvas`, docs/large-images.md):
+            ``"auto"`` (default: ``tiles`` for a model with an ``image_size``), ``"tiles"``, ``"whole"``, or None
+            (the model's own size only: other sizes are refused). Images of the model's size go straight to the
+            network whatever the strategy. A :class:`~pgdm.canvas.CanvasDenoiser` passed as ``denoiser`` is used
+            as it is.
+        tile, overlap: the tile side (default: the model's size) and the pixels neighbouring tiles share (default:
+            tile // 4) for ``tiles``.
 
     Example:
         >>> restorer = pgdm.Restorer(pgdm.load_model("default"), steps=50, method="ddnm")
@@ -335,10 +343,13 @@ class Restorer(RestoreInterface):
         *,
         method: str = "pigdm",
         options: Mapping[str, float | None] | None = None,
+        strategy: str | None = "auto",
+        tile: int | None = None,
+        overlap: int | None = None,
     ) -> None:
         self.settings = settings_from(method, steps, eta, start_step, clip_denoised, options)
         self.settings.check_model(denoiser)
-        self.denoiser = denoiser
+        self.denoiser = canvas_denoiser(denoiser, strategy, tile=tile, overlap=overlap)
 
     @property
     def steps(self) -> int:

@@ -84,7 +84,7 @@ def test_schedules_validate_counts():
 
 
 def test_measurement_of_the_wrong_size_names_both_sizes(denoiser):
-    op = SuperResolution(4)  # built for no size: h† of a 7×7 y would be a 28×28 image
+    op = SuperResolution(4)  # built for no size: h† of a 7×7 y would be a 28×28 image (a canvas, by default)
     with pytest.raises(ValueError, match=r"sr4-pool: the measurement has shape \(1, 1, 7, 7\), but the model's 8×8 images give measurements of shape \(1, 1, 2, 2\)") as err:
-        Restorer(denoiser, steps=2).restore(torch.zeros(1, 1, 7, 7), op)
+        Restorer(denoiser, steps=2, strategy=None).restore(torch.zeros(1, 1, 7, 7), op)
     _one_line(err)

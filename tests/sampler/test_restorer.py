@@ -139,7 +139,7 @@ def test_bad_setup_errors():
         Restorer(den, eta=1.5)
     op = SuperResolution(4)
     with pytest.raises(ValueError, match=r"sr4-pool: the measurement has shape \(1, 1, 4, 4\), but the model's 8×8 images give measurements of shape \(1, 1, 2, 2\)"):
-        Restorer(den, steps=2).restore(op(torch.zeros(1, 1, 16, 16)), op)
+        Restorer(den, steps=2, strategy=None).restore(op(torch.zeros(1, 1, 16, 16)), op)
     with pytest.raises(ValueError, match="non-linear"):
         Restorer(den, steps=2).restore(Floor()(torch.zeros(1, 1, 8, 8)), Floor(), sigma_y=0.1)
 

@@ -1,0 +1,280 @@
+"""Images of any size with a fixed-size model (pgdm.canvas): accuracy, quality, seams, memory and time.
+
+Sections (``--what``, any of them):
+
+* ``analytic``: the stationary Gaussian prior of ``pgdm.analytic`` (1/f^α spectrum, exact ε on any canvas). (a) The
+  tiled denoiser's relative error ‖ε_tiles − ε_exact‖/‖ε_exact‖ against the exact whole-canvas ε, by tile size and
+  overlap, at three timesteps, on x_t drawn exactly. (b) ΠGDM (20 steps, clip_denoised=False) on a canvas of 4× the
+  tile's area, SR×4: sliced W2 of n samples to n exact posterior draws (Matheron's rule), tiled vs whole-canvas with
+  the exact ε; ``floor`` is two exact sets against each other. (c) the seam ratio on the samples.
+* ``quality``: the default model on Fashion-MNIST test mosaics (2×3 and 3×5 images of 32×32): each task's canvas
+  restore (``tiles``: overlap 8, shifted grid; ``tiles-fixed``: overlap 8, fixed grid; ``whole``) against restoring
+  each image alone from the same information, PSNR (dB) per image on [0, 1], mean of K samples; and the seam ratio.
+* ``memory``: peak RSS (each run in a fresh process) of a 2-step tiled restore of a 2048² canvas against a 256² one
+  (SR×4, default model), and of loading alone.
+* ``time``: seconds per step against canvas area (64² … 1024²), and tiles/s of a tiled canvas against images/s of
+  model-sized images at the same network batch.
+
+The seam ratio is the mean |difference between neighbouring pixels| across the tile borders of the last step's grid
+over the mean elsewhere (1: no seam).
+
+    OMP_NUM_THREADS=2 python benchmarks/bench_canvas.py --what analytic quality memory time
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+import pgdm
+from pgdm.analytic import sliced_w2, stationary_denoiser, stationary_posterior_samples
+from pgdm.canvas import CanvasDenoiser
+from pgdm.ops import Inpaint, center_box_mask, parse, random_pixel_mask
+from pgdm.sampler import SamplerSettings, plan_sampling, run_eager
+
+
+def seam_ratio(x: torch.Tensor, den: CanvasDenoiser, t_last: int) -> float:
+    """Mean |x[i] − x[i−1]| across the tile borders of the grid at timestep ``t_last`` over the mean elsewhere,
+    both axes pooled. x: (B, C, H, W)."""
+    h, w = x.shape[-2:]
+    if den.strategy_for(h, w) != "tiles":
+        return float("nan")
+    t = torch.tensor([t_last])
+    border_sum, border_n, other_sum, other_n = 0.0, 0, 0.0, 0
+    for axis, grid in zip((2, 3), den.grids(h, w)):
+        start = int(den._offset_no_sync(t, grid, axis - 2))
+        edges = set()
+        for k in range(grid.count):  # tile k spans padded [k·stride, k·stride + tile) = canvas [· − start, …)
+            for e in (k * grid.stride - start, k * grid.stride + grid.tile - start):
+                if 0 < e < x.shape[axis]:
+                    edges.add(e)
+        diff = (x.narrow(axis, 1, x.shape[axis] - 1) - x.narrow(axis, 0, x.shape[axis] - 1)).abs()  # diff[i−1] = |x[i] − x[i−1]|
+        per_line = diff.transpose(axis, -1).flatten(0, -2).mean(0)  # (size − 1,)
+        mask = torch.zeros_like(per_line, dtype=torch.bool)
+        mask[[e - 1 for e in sorted(edges)]] = True
+        border_sum += float(per_line[mask].sum())
+        border_n += int(mask.sum())
+        other_sum += float(per_line[~mask].sum())
+        other_n += int((~mask).sum())
+    return (border_sum / max(border_n, 1)) / (other_sum / max(other_n, 1))
+
+
+# ---------------------------------------------------------------------------------------------- analytic
+
+
+def analytic(args) -> dict:
+    kw = dict(alpha=args.alpha, cutoff=args.cutoff, std=0.5)
+    exact = stationary_denoiser(1, None, **kw)
+    prior = exact.net
+    out = {"prior": kw, "eps_error": [], "posterior": []}
+    gen = torch.Generator().manual_seed(0)
+    for tile in args.tiles:
+        size = 2 * tile
+        x0 = prior.sample(32, (1, size, size), gen)
+        fixed = stationary_denoiser(1, tile, **kw)
+        for t in (100, 300, 600):
+            a = exact.alphas_cumprod[t]
+            xt = a.sqrt() * x0 + (1 - a).sqrt() * torch.randn(x0.shape, generator=gen, dtype=torch.float64)
+            tt = torch.full((32,), t)
+            e = exact(xt, tt)
+            for overlap in sorted({0, tile // 8, tile // 4, 3 * tile // 8, tile // 2}):
+                den = CanvasDenoiser(fixed, "tiles", overlap=overlap, shift=False, edges="circular")
+                err = float((den(xt, tt) - e).norm() / e.norm())
+                out["eps_error"].append({"tile": tile, "canvas": size, "t": t, "overlap": overlap, "rel_error": err})
+                print(f"eps  tile {tile:3d} canvas {size}² t {t:4d} overlap {overlap:2d}: {err:.4f}", flush=True)
+    tile, n = args.posterior_tile, args.n
+    size = 2 * tile
+    fixed = stationary_denoiser(1, tile, **kw)
+    op = pgdm.ops.SuperResolution(4).double()
+    y = op(prior.sample(1, (1, size, size), torch.Generator().manual_seed(7)))
+    ref = stationary_posterior_samples(prior, op, y, 0.0, n, torch.Generator().manual_seed(100)).flatten(1)
+    other = stationary_posterior_samples(prior, op, y, 0.0, n, torch.Generator().manual_seed(200)).flatten(1)
+    floor = sliced_w2(other, ref)
+    print(f"posterior tile {tile} canvas {size}² n {n}: floor {floor:.4f}", flush=True)
+    settings = SamplerSettings("pigdm", steps=args.steps, clip_denoised=False)
+    runs = [("whole, exact ε", exact)] + [
+        (f"tiles, overlap {o}{', shifted' if s else ''}", CanvasDenoiser(fixed, "tiles", overlap=o, shift=s, edges="circular"))
+        for o, s in ((0, False), (tile // 4, False), (tile // 4, True), (tile // 2, True))
+    ]
+    for label, den in runs:
+        start = time.perf_counter()
+        plan = plan_sampling(den, y.expand(n, *y.shape[1:]), op, settings, seed=0, dtype=torch.float64)
+        with torch.no_grad():
+            xs = run_eager(den, plan)
+        w2 = sliced_w2(xs.flatten(1), ref)
+        seams = seam_ratio(xs, den, 0) if isinstance(den, CanvasDenoiser) else float("nan")
+        row = {"run": label, "sliced_w2": w2, "floor": floor, "seam_ratio": seams, "seconds": time.perf_counter() - start}
+        out["posterior"].append(row)
+        print(f"posterior {label:28s}: sliced W2 {w2:.4f}  seam ratio {seams:.3f}  ({row['seconds']:.0f} s)", flush=True)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- quality
+
+
+def mosaic(x: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """(rows·cols, C, h, w) → (1, C, rows·h, cols·w), row-major."""
+    n, c, h, w = x.shape
+    return x.view(rows, cols, c, h, w).permute(2, 0, 3, 1, 4).reshape(1, c, rows * h, cols * w)
+
+
+def unmosaic(x: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """(1, C, rows·h, cols·w) → (rows·cols, C, h, w)."""
+    _, c, hh, ww = x.shape
+    h, w = hh // rows, ww // cols
+    return x.view(c, rows, h, cols, w).permute(1, 3, 0, 2, 4).reshape(rows * cols, c, h, w)
+
+
+def quality_tasks(rows: int, cols: int, seed: int):
+    """(label, canvas operator, per-image operator) with the same information in both, except deblurring, where
+    the canvas is blurred as one image (circularly) and each image alone by itself."""
+    hc, wc = 32 * rows, 32 * cols
+    mask = center_box_mask(hc, wc) * random_pixel_mask(hc, wc, 0.5, seed=seed)  # (1, 1, Hc, Wc): box ∪ half the rest hidden
+    inpaint_c = Inpaint(mask)
+    return [
+        ("SR×4", parse("sr4", (1, hc, wc)), parse("sr4", (1, 32, 32))),
+        ("centre box + random 50 % inpainting", inpaint_c, Inpaint(unmosaic(mask, rows, cols))),
+        ("JPEG QF10", parse("jpeg10", (1, hc, wc)), parse("jpeg10", (1, 32, 32))),
+        ("uniform 9×9 deblurring", parse("blur-uniform9", (1, hc, wc)), parse("blur-uniform9", (1, 32, 32))),
+    ]
+
+
+def quality(args) -> dict:
+    from pgdm.data import load_fashion_mnist, to_model_range
+    from pgdm.metrics import psnr
+
+    den = pgdm.load_model("default")
+    out = []
+    for rows, cols in args.mosaics:
+        n = rows * cols
+        test = to_model_range(load_fashion_mnist(split="test"))
+        images = test[torch.linspace(0, len(test) - 1, n).long()]
+        canvas_x = mosaic(images, rows, cols)
+        for label, op_c, op_1 in quality_tasks(rows, cols, args.seed):
+            y_c, y_1 = op_c(canvas_x), op_1(images)
+            row = {"mosaic": f"{rows}×{cols}", "task": label, "steps": args.steps, "samples": args.samples}
+            start = time.perf_counter()
+            alone = pgdm.Restorer(den, steps=args.steps).restore(y_1, op_1, seed=args.seed, num_samples=args.samples)
+            row["alone"] = float(psnr(alone, images).mean())
+            row["alone_s"] = time.perf_counter() - start
+            for name, kw in (("tiles", {}), ("tiles-fixed", {"shift": False}), ("whole", {"strategy": "whole"})):
+                cden = CanvasDenoiser(den, kw.get("strategy", "tiles"), overlap=8, shift=kw.get("shift", True))
+                start = time.perf_counter()
+                x = pgdm.Restorer(cden, steps=args.steps).restore(y_c, op_c, seed=args.seed, num_samples=args.samples)
+                row[name] = float(psnr(unmosaic(x, rows, cols), images).mean())
+                row[name + "_s"] = time.perf_counter() - start
+                row[name + "_seams"] = seam_ratio(x, cden, 0)
+            out.append(row)
+            print(json.dumps(row), flush=True)
+    return {"quality": out}
+
+
+# ---------------------------------------------------------------------------------------------- memory / time
+
+_CHILD = """
+import resource, sys, time, torch
+torch.set_num_threads({threads})
+import pgdm
+den = pgdm.load_model("default")
+size = {size}
+if size:
+    op = pgdm.ops.parse("sr4", (1, size, size))
+    y = op(torch.rand(1, 1, size, size) * 2 - 1)
+    start = time.perf_counter()
+    pgdm.Restorer(den, steps={steps}).restore(y, op, seed=0)
+    print("seconds", time.perf_counter() - start)
+print("maxrss_kib", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def memory(args) -> dict:
+    out = []
+    for size in [0] + args.memory_sizes:
+        code = _CHILD.format(size=size, steps=2, threads=args.threads)
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        vals = dict(line.split() for line in proc.stdout.splitlines() if line.split()[0] in ("seconds", "maxrss_kib"))
+        row = {"canvas": size or "load only", "peak_rss_mib": int(vals["maxrss_kib"]) / 1024, "seconds": float(vals.get("seconds", "nan"))}
+        out.append(row)
+        print(json.dumps(row), flush=True)
+    return {"memory": out}
+
+
+def timing(args) -> dict:
+    den = pgdm.load_model("default")
+    out = {"area": [], "throughput": []}
+    settings = SamplerSettings("pigdm", steps=2)
+    for size in args.time_sizes:
+        cden = CanvasDenoiser(den, "tiles")
+        op = parse("sr4", (1, size, size))
+        y = op(torch.rand(1, 1, size, size) * 2 - 1)
+        plan = plan_sampling(cden, y, op, settings, seed=0)
+        with torch.no_grad():
+            run_eager(cden, plan)  # warm-up
+            start = time.perf_counter()
+            run_eager(cden, plan)
+        per_step = (time.perf_counter() - start) / 2
+        tiles = cden.tiles_per_image(size, size)
+        out["area"].append({"canvas": size, "tiles": tiles, "s_per_step": per_step, "ms_per_tile": 1000 * per_step / tiles})
+        print(json.dumps(out["area"][-1]), flush=True)
+    rows = args.batch
+    for label, make in (
+        ("model-sized images", lambda: (pgdm.Restorer(den, steps=2).denoiser, parse("sr4", (1, 32, 32)), rows)),
+        ("tiles of one canvas", lambda: (CanvasDenoiser(den, "tiles", overlap=8, shift=False, max_rows=rows), None, 1)),
+    ):
+        d, op, batch = make()
+        if op is None:  # a canvas whose fixed grid has exactly `rows` tiles: 4 × rows/4 tiles of stride 24 plus margins
+            gw = rows // 4
+            size_h, size_w = 24 * 4 + 8 - 16, 24 * gw + 8 - 16
+            op = parse("sr4", (1, size_h, size_w))
+            assert d.tiles_per_image(size_h, size_w) == rows, d.grids(size_h, size_w)
+            y = op(torch.rand(1, 1, size_h, size_w) * 2 - 1)
+        else:
+            y = op(torch.rand(batch, 1, 32, 32) * 2 - 1)
+        plan = plan_sampling(d, y, op, settings, seed=0)
+        with torch.no_grad():
+            run_eager(d, plan)
+            start = time.perf_counter()
+            run_eager(d, plan)
+        per_step = (time.perf_counter() - start) / 2
+        row = {"run": label, "network_rows": rows, "rows_per_s": rows / per_step}
+        out["throughput"].append(row)
+        print(json.dumps(row), flush=True)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--what", nargs="+", default=["analytic"], choices=["analytic", "quality", "memory", "time"])
+    p.add_argument("--tiles", type=int, nargs="+", default=[8, 16], help="analytic: tile sizes for the ε error")
+    p.add_argument("--posterior-tile", type=int, default=8)
+    p.add_argument("--n", type=int, default=400, help="analytic: posterior samples")
+    p.add_argument("--alpha", type=float, default=2.0)
+    p.add_argument("--cutoff", type=float, default=0.1)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--samples", type=int, default=4, help="quality: posterior samples averaged")
+    p.add_argument("--mosaics", type=lambda s: tuple(int(v) for v in s.split("x")), nargs="+", default=[(2, 3), (3, 5)])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--memory-sizes", type=int, nargs="+", default=[256, 2048])
+    p.add_argument("--time-sizes", type=int, nargs="+", default=[64, 128, 256, 512, 1024])
+    p.add_argument("--batch", type=int, default=16, help="time: network rows per call")
+    p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")))
+    p.add_argument("--json", help="write the results here")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    results = {"args": {k: v for k, v in vars(args).items()}}
+    for what, fn in (("analytic", analytic), ("quality", quality), ("memory", memory), ("time", timing)):
+        if what in args.what:
+            results[what] = fn(args)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1, default=str)
+
+
+if __name__ == "__main__":
+    main()
