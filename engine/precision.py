@@ -106,10 +106,12 @@ def precision_context(precision: str, device: torch.device) -> Iterator[None]:
     PyTorch's default lets cuDNN convolutions use TF32 even in "fp32"; inside the engine ``fp32``
     means IEEE float32 and ``tf32`` enables TF32 for both matmuls and convolutions. The previous
     settings are restored on exit. A no-op on CPU (``tf32`` computes in float32 there).
-    Uses the legacy flag API only (mixing it with ``fp32_precision`` makes PyTorch raise).
+    Uses the legacy flag API only (mixing it with ``fp32_precision`` makes PyTorch raise). ``"auto"`` changes
+    nothing (the engine chosen by measuring sets its own around each step).
     """
-    network_dtype(precision)
-    if device.type != "cuda":
+    if precision != "auto":
+        network_dtype(precision)  # a one-line ValueError for unknown names
+    if precision == "auto" or device.type != "cuda":
         yield
         return
     prev_matmul = torch.get_float32_matmul_precision()

@@ -11,6 +11,7 @@ pads a plan, picks the path (eager, compiled, graph, eager fallback) and compile
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 from collections import Counter
@@ -25,6 +26,7 @@ from pgdm.operators import Operator
 from pgdm.rng import gaussian_no_sync
 from pgdm.sampler import RestoreInterface, SamplerSettings, SamplingPlan, settings_from
 
+from .autotune import AUTO, AutoRouter, AutoTuner, Candidate, candidates
 from .batching import RestoreQueue, pad_plan
 from .compile import check_inductor_options, compile_step
 from .graphs import GraphDispatcher, GraphEntry, GraphKey, StaticBuffers, StepNotCapturable, capture_cuda_graph
@@ -42,12 +44,17 @@ class EngineConfig:
     Attributes:
         method, steps, eta, start_step, clip_denoised, method_options: the sampler's settings, as for
             :class:`pgdm.Restorer` (validated once, into ``sampler``, a :class:`pgdm.sampler.SamplerSettings`).
-        backend: ``"eager"`` (debugging; same numbers as ``Restorer``), ``"compile"`` (``torch.compile`` of
-            the whole step, CPU or CUDA) or ``"cudagraph"`` (CUDA only: the step, compiled unless
-            ``compile=False``, captured in a CUDA graph per :class:`~pgdm.engine.graphs.GraphKey`).
-        precision: the network's precision, ``"fp32" | "tf32" | "bf16" | "fp16"``; x̂, h, h† and the update
-            stay float32 (``tf32`` only differs from ``fp32`` on CUDA).
-        channels_last: run the network's convolutions in NHWC layout.
+        backend: ``"auto"`` (the default: the fastest of the others on this device, measured per operator and batch
+            size, :mod:`pgdm.engine.autotune`), ``"eager"`` (debugging; same numbers as ``Restorer``), ``"compile"``
+            (``torch.compile`` of the whole step, CPU or CUDA) or ``"cudagraph"`` (CUDA only: the step, compiled
+            unless ``compile=False``, captured in a CUDA graph per :class:`~pgdm.engine.graphs.GraphKey`).
+        precision: the network's precision, ``"auto"`` (the default: the fastest precision the hardware computes
+            natively, measured; never an emulated bf16), ``"fp32" | "tf32" | "bf16" | "fp16"``; x̂, h, h† and the
+            update stay float32 (``tf32`` only differs from ``fp32`` on CUDA).
+        channels_last: run the network's convolutions in NHWC layout; None (the default): measured with ``"auto"``,
+            False otherwise.
+        autotune_budget_s: seconds ``"auto"`` may spend measuring per (operator, batch size), compiles included;
+            None: ``$PGDM_AUTOTUNE_BUDGET_S`` or 600; 0: no measuring (eager, NCHW, the widest precision asked).
         batch_sizes: the batch sizes compiled/captured; ``compile`` and ``cudagraph`` pad a batch up to the
             smallest that fits. ``cudagraph`` runs larger batches and keys it cannot capture eagerly.
         compile: ``cudagraph`` only: compile the step before capturing it (False captures the eager step).
@@ -66,9 +73,9 @@ class EngineConfig:
     eta: float | None = None
     start_step: int | None = None
     clip_denoised: bool = True
-    backend: str = "eager"
-    precision: str = "fp32"
-    channels_last: bool = False
+    backend: str = AUTO
+    precision: str = AUTO
+    channels_last: bool | None = None
     batch_sizes: Sequence[int] = (1, 2, 4, 8, 16, 32)
     compile: bool = True
     compile_mode: str | None = None
@@ -78,13 +85,18 @@ class EngineConfig:
     warmup_iters: int = 2
     method: str = "pigdm"
     method_options: Mapping[str, float | None] | None = field(default=None, hash=False)
+    autotune_budget_s: float | None = None
     sampler: SamplerSettings = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown backend {self.backend!r}; expected one of {', '.join(BACKENDS)}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {self.precision!r}; expected one of {', '.join(PRECISIONS)}")
+        if self.precision != AUTO and self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; expected one of {AUTO}, {', '.join(PRECISIONS)}")
+        if self.autotune_budget_s is not None and not self.autotune_budget_s >= 0:
+            raise ValueError(f"autotune_budget_s must be ≥ 0 seconds or None, got {self.autotune_budget_s}")
+        if not self.auto and self.channels_last is None:
+            object.__setattr__(self, "channels_last", False)
         object.__setattr__(self, "sampler", settings_from(self.method, self.steps, self.eta, self.start_step, self.clip_denoised, self.method_options))
         sizes = tuple(sorted(set(int(b) for b in self.batch_sizes)))
         if not sizes or sizes[0] < 1:
@@ -93,6 +105,17 @@ class EngineConfig:
         object.__setattr__(self, "compile_options", check_inductor_options(self.compile_options))
         if self.max_graphs < 0 or self.warmup_iters < 2:
             raise ValueError("max_graphs must be ≥ 0 and warmup_iters ≥ 2")
+
+    @property
+    def auto(self) -> bool:
+        """Whether the backend or the precision is chosen by measuring (``"auto"``)."""
+        return self.backend == AUTO or self.precision == AUTO
+
+    def fixed(self, candidate: Candidate) -> "EngineConfig":
+        """This config with ``candidate``'s backend, precision and layout in place of the ``"auto"`` settings."""
+        return dataclasses.replace(
+            self, backend=candidate.backend, precision=candidate.precision, channels_last=candidate.channels_last, compile=candidate.compile
+        )
 
 
 def gather_step_no_sync(tables: dict[str, torch.Tensor], counter: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -179,12 +202,20 @@ class Engine(RestoreInterface):
         config.sampler.check_model(denoiser)
         self.config, self.settings = config, config.sampler
         self.device = _device_of(denoiser)
+        self._auto: AutoRouter | None = None
+        if config.auto:  # fixed-configuration engines are built per chosen candidate (AutoRouter)
+            options = candidates(self.device, config.backend, config.precision, config.channels_last, compile=config.compile)
+            setting = f"{config.backend}/{config.precision}/{config.channels_last}/{config.compile_mode}/{sorted(config.compile_options.items())}"
+            tuner = AutoTuner(self.device, config.autotune_budget_s)
+            self._auto = AutoRouter(denoiser, options, setting, tuner, lambda c: Engine(denoiser, config.fixed(c)))
         if config.backend == "cudagraph" and self.device.type != "cuda":
             raise ValueError(f"backend 'cudagraph' needs the model on a CUDA device, got {self.device}; use 'compile' or 'eager'")
         if self.device.type == "cpu" and config.precision == "bf16" and bf16_emulated_on_cpu():
             warnings.warn("pgdm.engine: precision 'bf16' on a CPU without AVX512-BF16 or AMX runs slower than 'fp32' here", RuntimeWarning, stacklevel=2)
-        self.denoiser = prepare_denoiser(denoiser, config.precision, channels_last=config.channels_last, copy_model=config.copy_model)
-        compiled = config.backend == "compile" or (config.backend == "cudagraph" and config.compile)
+        self.denoiser = (
+            denoiser if self._auto else prepare_denoiser(denoiser, config.precision, channels_last=config.channels_last, copy_model=config.copy_model)
+        )
+        compiled = not self._auto and (config.backend == "compile" or (config.backend == "cudagraph" and config.compile))
         self._step: Callable = (
             compile_step(engine_step_, self.device, config.compile_mode, channels_last=config.channels_last, options=config.compile_options)
             if compiled
@@ -198,6 +229,12 @@ class Engine(RestoreInterface):
         self._uncapturable: set[GraphKey] = set()
         self._pool = self._capture_stream = None
         self.stats: Counter[str] = Counter()  # runs per path: eager, compiled, graph, eager_fallback; captures
+
+    @property
+    def tuner(self) -> AutoTuner | None:
+        """The :class:`~pgdm.engine.autotune.AutoTuner` of an ``"auto"`` engine (its ``choices``, ``timer``,
+        ``budget_s``), or None for a fixed configuration."""
+        return None if self._auto is None else self._auto.tuner
 
     @property
     def max_batch(self) -> int:
@@ -244,7 +281,7 @@ class Engine(RestoreInterface):
         the graph is the same for every per-row value of that shape.
         """
         t0 = time.perf_counter()
-        if self.config.backend == "eager":
+        if self.config.backend == "eager" and not self._auto:
             return 0.0
         if not op.is_row_independent():
             op = op.slice_rows(op.row_count(), 0, 1)
@@ -288,7 +325,10 @@ class Engine(RestoreInterface):
         """The one place that pads ``plan``, picks its path and compiles (lazily, on the first step) or captures.
 
         ``strict``: raise instead of falling back to eager when ``cudagraph`` cannot capture the plan.
+        ``"auto"``: the engine of the configuration chosen for this plan's operator and batch size prepares it.
         """
+        if self._auto is not None:
+            return self._prepare_auto(plan, strict)
         backend = self.config.backend
         if backend == "eager":
             return self._direct("eager", plan, engine_step_, plan.op)
@@ -313,6 +353,20 @@ class Engine(RestoreInterface):
             return x
 
         return _Prepared("graph", run, start, lambda: x.copy_(run.x_init), entry.graph.replay, copy_out=True)
+
+    def _prepare_auto(self, plan: SamplingPlan, strict: bool) -> _Prepared:
+        rows = plan.x_init.shape[0]
+        engine = self._auto.engine_for(plan, self._graphs.padded_batch(rows) or rows)
+        prepared = engine._prepare(plan, strict)
+        if self.device.type != "cuda":
+            return prepared
+        step, precision = prepared.step, engine.config.precision
+
+        def step_in_precision() -> None:  # the chosen engine's TF32/IEEE setting (run_plan's is "auto": unchanged)
+            with precision_context(precision, self.device):
+                step()
+
+        return dataclasses.replace(prepared, step=step_in_precision)
 
     def _direct(self, path: str, run: SamplingPlan, step: Callable, op: Operator) -> _Prepared:
         """The host loop's path without a graph: ``step`` is the eager or the compiled :func:`engine_step_`."""
@@ -396,6 +450,6 @@ class Engine(RestoreInterface):
         self._counter.zero_()
 
 
-def restorer(denoiser: Denoiser, backend: str = "eager", **kwargs) -> Engine:
+def restorer(denoiser: Denoiser, backend: str = AUTO, **kwargs) -> Engine:
     """``Engine(denoiser, EngineConfig(backend=backend, **kwargs))``: switch backends with one argument."""
     return Engine(denoiser, EngineConfig(backend=backend, **kwargs))
