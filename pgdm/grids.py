@@ -28,21 +28,22 @@ def measurement_view(y: torch.Tensor, op: Operator, size: tuple[int, int]) -> to
 
 
 def write_grid(rows: Sequence[Sequence[torch.Tensor]], labels: Sequence[str], path: str | Path, min_tile: int = 96) -> Path:
-    """Write rows of (C, H, W) panels in [-1, 1] (all of one size) as a PNG with ``labels`` over the columns.
+    """Write rows of (C, H, W) panels in [-1, 1] as a PNG with ``labels`` over the columns.
 
-    Tiles are upsampled by an integer factor (nearest neighbour) to at least ``min_tile`` pixels.
+    Each panel is upsampled by an integer factor (nearest neighbour) to at least ``min_tile`` pixels high, and
+    placed at the top left of a cell as large as the largest panel (images of several sizes share one grid).
     """
-    h, w = rows[0][0].shape[-2:]
-    scale = max(1, math.ceil(min_tile / h))
-    th, tw = h * scale, w * scale
+    scaled = [[(p, max(1, math.ceil(min_tile / p.shape[-2]))) for p in row] for row in rows]
+    th = max(p.shape[-2] * s for row in scaled for p, s in row)
+    tw = max(p.shape[-1] * s for row in scaled for p, s in row)
     cols = max(len(r) for r in rows)
     grid = Image.new("RGB", (cols * (tw + GUTTER) + GUTTER, LABEL_HEIGHT + len(rows) * (th + GUTTER) + GUTTER), "white")
     draw = ImageDraw.Draw(grid)
     font = ImageFont.load_default(size=12)
     for c, label in enumerate(labels[:cols]):
         draw.text((GUTTER + c * (tw + GUTTER), 3), label, fill="black", font=font)
-    for r, row in enumerate(rows):
-        for c, panel in enumerate(row):
-            tile = Image.fromarray(to_uint8(panel)).convert("RGB").resize((tw, th), Image.NEAREST)
+    for r, row in enumerate(scaled):
+        for c, (panel, scale) in enumerate(row):
+            tile = Image.fromarray(to_uint8(panel)).convert("RGB").resize((panel.shape[-1] * scale, panel.shape[-2] * scale), Image.NEAREST)
             grid.paste(tile, (GUTTER + c * (tw + GUTTER), LABEL_HEIGHT + GUTTER + r * (th + GUTTER)))
     return write_bytes_atomic(Path(path), lambda tmp: grid.save(tmp, format="PNG"))

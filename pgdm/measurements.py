@@ -10,13 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from PIL import Image, UnidentifiedImageError
 
 from .io import fit_size, read_image, write_image
 from .operators import JPEG, Operator
 from .operators.formats import mask_path_for
 from .operators.jpeg_file import jpeg_frame_shape
 
-__all__ = ["write_measurement", "read_measurement", "read_mask", "mask_path_for", "measurement_files", "measurement_shape"]
+__all__ = ["image_shape_of", "write_measurement", "read_measurement", "read_mask", "mask_path_for", "measurement_files", "measurement_shape"]
 
 
 def measurement_files(op: Operator, stem: Path) -> list[Path]:
@@ -27,6 +28,26 @@ def measurement_files(op: Operator, stem: Path) -> list[Path]:
 def measurement_shape(op: Operator, image_shape: tuple[int, int, int]) -> tuple[int, ...]:
     """The shape (C, h, w) of the measurement ``op`` makes of one (C, H, W) image (host work: runs h on zeros)."""
     return tuple(op(torch.zeros(1, *image_shape)).shape[1:])
+
+
+def image_shape_of(template: Operator, path: Path, channels: int) -> tuple[int, int, int]:
+    """The (C, H, W) of the image whose measurement under ``template``'s task is the file ``path``, from the file's
+    header (nothing is decoded): the size y has, taken back through the operators (``Operator.input_size``; ×F
+    for SR×F); for a JPEG measurement, the frame's own size taken back through the operators before the JPEG step."""
+    if not template.measurement_format.pixels:
+        size, parts = jpeg_frame_shape(path)[1:], template.parts()[:-1]
+    else:
+        try:
+            with Image.open(path) as im:
+                width, height = im.size
+        except FileNotFoundError:
+            raise ValueError(f"{path}: file not found") from None
+        except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as err:
+            raise ValueError(f"{path}: not a readable image ({err})") from None
+        size, parts = (height, width), template.parts()
+    for op in reversed(parts):
+        size = op.input_size(tuple(size))
+    return (channels, *size)
 
 
 def write_measurement(op: Operator, x: torch.Tensor, y: torch.Tensor, stem: Path) -> list[Path]:

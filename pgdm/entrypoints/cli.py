@@ -20,7 +20,7 @@ from . import distributed
 from . import train as train_cmd
 from .arguments import add_engine_options, add_model_options
 from .bench import add_parser as add_bench_parser
-from .config import EngineSettings, IOSettings, ModelSettings, RestoreJobConfig, TaskSettings, sampler_settings, sigma_y_value
+from .config import CanvasSettings, EngineSettings, IOSettings, ModelSettings, RestoreJobConfig, TaskSettings, sampler_settings, sigma_y_value
 from .outputs import MetricsFile, OutputFolder, output_names
 from .restore_job import GRID_LABELS, RestoreJob, print_summary
 from .serve.cli import add_parser as add_serve_parser
@@ -36,6 +36,7 @@ def restore_config(args: argparse.Namespace) -> RestoreJobConfig:
         sampler=sampler_settings(args.method, args.steps, args.eta, args.start_step),
         engine=EngineSettings(args.backend, args.precision, args.channels_last, args.batch_size),
         model=ModelSettings(args.model, args.config, args.size, args.device),
+        canvas=CanvasSettings(args.strategy, args.tile, args.overlap),
     )
 
 
@@ -160,7 +161,12 @@ def _add_restore_options(p: argparse.ArgumentParser) -> None:
     add_engine_options(p)
     p.add_argument("--class-label", type=int, help="class label for class-conditional models")
     p.add_argument("--num-samples", type=int, default=1, help="average this many posterior samples; also writes NAME_std.png")
-    p.add_argument("--size", type=int, help="image size for models without a fixed one")
+    p.add_argument("--size", type=int, help="the model's image size, for models without a fixed one (the size --resize/--crop fit to)")
+    p.add_argument("--strategy", choices=("auto", "whole", "tiles"), default="auto", help="how a fixed-size model covers an image of "
+                   "another size: overlapping model-sized tiles, or the whole image at once (docs/large-images.md; default: %(default)s, "
+                   "tiles for a model trained at one size)")  # fmt: skip
+    p.add_argument("--tile", type=int, help="tile side in pixels for --strategy tiles (default: the model's size)")
+    p.add_argument("--overlap", type=int, help="pixels neighbouring tiles share (default: a quarter of the tile)")
     p.add_argument("--mask", type=Path, help="inpainting mask image (white = observed, black = missing)")
     p.add_argument("--simulate", action="store_true", help="inputs are clean images: degrade with TASK, restore, report metrics")
     p.add_argument("--grid", type=Path, help="write a labelled comparison grid (y | pseudo-inverse h†(y) | restored | clean) to this PNG")
@@ -168,7 +174,8 @@ def _add_restore_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gray", action="store_true", help="convert colour inputs to grayscale for a 1-channel model (announced per file)")
     fit = p.add_mutually_exclusive_group()
     fit.add_argument("--resize", dest="fit", action="store_const", const="resize",
-                     help="resize each input so the restored image has the model's size (for srF the measurement to 1/F of it)")  # fmt: skip
+                     help="resize each input so the restored image has the model's size (for srF the measurement to 1/F of it); "
+                     "without --resize/--crop every image is restored at its own size")  # fmt: skip
     fit.add_argument("--crop", dest="fit", action="store_const", const="crop", help="centre-crop each input to that size instead")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(label="images")

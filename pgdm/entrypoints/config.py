@@ -9,6 +9,7 @@ names the setting as the user typed it (the command-line flag).
     ├── model: ModelSettings        which network, where, for which image size
     ├── sampler: SamplerSettings    the method and its settings (pgdm.sampler)
     ├── engine: EngineSettings      backend, precision, layout, batch size
+    ├── canvas: CanvasSettings      how a fixed-size model covers images of other sizes (pgdm.canvas)
     ├── task: TaskSettings          the measurement: operator spec, σ_y, seeds, samples, mask
     └── io: IOSettings              inputs, output folder, grid, fitting, progress
 """
@@ -28,7 +29,7 @@ from pgdm.sampler import Restorer, RestoreInterface, SamplerSettings, settings_f
 if TYPE_CHECKING:
     from pgdm.denoiser import Denoiser
 
-__all__ = ["ModelSettings", "EngineSettings", "TaskSettings", "IOSettings", "RestoreJobConfig", "FITS", "parse_device", "sampler_settings", "sigma_y_value"]
+__all__ = ["ModelSettings", "EngineSettings", "CanvasSettings", "TaskSettings", "IOSettings", "RestoreJobConfig", "FITS", "parse_device", "sampler_settings", "sigma_y_value"]
 
 FITS = ("resize", "crop")
 
@@ -139,6 +140,36 @@ class EngineSettings:
 
 
 @dataclass(frozen=True)
+class CanvasSettings:
+    """How the network sees an image of another size than the model's (:mod:`pgdm.canvas`, docs/large-images.md):
+    ``strategy`` "auto" (tiles for a model trained at one size), "tiles" or "whole"; ``tile`` the tile side
+    (default: the model's size) and ``overlap`` the pixels neighbouring tiles share (default: tile // 4)."""
+
+    strategy: str = "auto"
+    tile: int | None = None
+    overlap: int | None = None
+
+    def __post_init__(self) -> None:
+        from pgdm.canvas import STRATEGIES
+
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        if self.tile is not None:
+            object.__setattr__(self, "tile", validate.positive_int("--tile", self.tile))
+        if self.overlap is not None:
+            overlap = validate.integer("--overlap", self.overlap)
+            if overlap < 0 or (self.tile is not None and overlap >= self.tile):
+                raise ValueError(f"--overlap must be ≥ 0 and smaller than the tile, got {overlap}")
+            object.__setattr__(self, "overlap", overlap)
+
+    def wrap(self, denoiser: "Denoiser") -> "Denoiser":
+        """``denoiser`` taking images of any size (a model-sized image still goes straight to the network)."""
+        from pgdm.canvas import canvas_denoiser
+
+        return canvas_denoiser(denoiser, self.strategy, tile=self.tile, overlap=self.overlap)
+
+
+@dataclass(frozen=True)
 class TaskSettings:
     """The measurement: ``task`` an operator spec (``sr4``, ``jpeg10``, ``sr2+inpaint-center``…); ``sigma_y`` its
     noise std on the [0, 1] pixel scale; image i of a job uses seed ``seed + i``; ``num_samples`` posterior
@@ -168,7 +199,8 @@ class IOSettings:
     """Files: ``inputs`` image files or folders, ``output`` the output folder (one PNG per input and
     metrics.json); ``simulate``: the inputs are clean images to degrade first; ``grid``: a comparison PNG;
     ``overwrite``: redo finished outputs; ``gray``: convert colour inputs for a 1-channel model; ``fit``:
-    "resize" or "crop" inputs of another size; ``quiet``: no progress bars; ``label``: the progress bar's name."""
+    "resize" or "crop" every input to the model's size (None: each image is restored at its own size);
+    ``quiet``: no progress bars; ``label``: the progress bar's name."""
 
     inputs: tuple[Path, ...]
     output: Path
@@ -200,3 +232,4 @@ class RestoreJobConfig:
     sampler: SamplerSettings = field(default_factory=SamplerSettings)
     engine: EngineSettings = field(default_factory=EngineSettings)
     model: ModelSettings = field(default_factory=ModelSettings)
+    canvas: CanvasSettings = field(default_factory=CanvasSettings)

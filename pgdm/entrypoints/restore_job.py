@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from pgdm.grids import measurement_view, write_grid
 from pgdm.io import fit_size, list_images, read_image, write_image
-from pgdm.measurements import read_measurement
+from pgdm.measurements import image_shape_of, read_measurement
 from pgdm.methods import get_method
 from pgdm.metrics import consistency_rms, psnr, ssim
 from pgdm.operators import GaussianNoise, Operator, parse
@@ -71,10 +71,11 @@ class RestoreJob:
         paths = list_images(io.inputs)
         self.denoiser = config.model.load(device)
         size = self.denoiser.image_size or config.model.size
-        if size is None:
-            raise ValueError("this model has no fixed image size: pass --size")
-        self.shape = (self.denoiser.channels, size, size)
-        self.template = parse(task.task, self.shape, seed=task.seed)
+        if size is None and io.fit is not None:
+            raise ValueError("--resize/--crop fit images to the model's size, but this model has none: pass --size")
+        self.shape = None if size is None else (self.denoiser.channels, size, size)  # the model's size; images keep their own
+        self._templates: dict[tuple[int, ...], Operator] = {}
+        self.template = self._template(self.shape or (self.denoiser.channels, 256, 256))  # checks TASK before any work
         get_method(config.sampler.method).check_operator(self.template)  # before any work: e.g. DPS cannot run JPEG
         self.images = _images_without_masks(paths, self.template, io.simulate)
         self.names = output_names(self.images)
@@ -97,20 +98,33 @@ class RestoreJob:
         self.failures.append(message)
         print(f"error: {message}", file=sys.stderr, flush=True)
 
+    def _template(self, shape: tuple[int, ...], path: Path | None = None) -> Operator:
+        """The task's operator for images of ``shape`` (C, H, W), built once per shape; errors name ``path``."""
+        op = self._templates.get(shape)
+        if op is None:
+            try:
+                op = self._templates[shape] = parse(self.config.task.task, shape, seed=self.config.task.seed)
+            except ValueError as err:
+                raise ValueError(f"{path}: {err}" if path is not None else str(err)) from None
+        return op
+
     def _prepare(self, index: int, path: Path, notes: list[str]) -> Item:
-        task, io, shape, name = self.config.task, self.config.io, self.shape, self.names[path]
+        """Image ``path`` read as (operator, y): at its own size, or fitted to the model's with --resize/--crop."""
+        task, io, name, channels = self.config.task, self.config.io, self.names[path], self.denoiser.channels
         seed = task.seed + index
         if io.simulate:
-            x = read_image(path, shape[0], to_gray=io.gray, notes=notes)
+            x = read_image(path, channels, to_gray=io.gray, notes=notes)
             h, w = x.shape[-2:]
-            x = fit_size(x, shape[1:], io.fit, str(path))
-            if (h, w) != tuple(shape[1:]):
-                notes.append(f"{path}: {h}x{w} {'resized' if io.fit == 'resize' else 'centre-cropped'} to the model's {shape[1]}x{shape[2]}")
-            y = self.template(x)
+            if io.fit is not None and (h, w) != tuple(self.shape[1:]):
+                x = fit_size(x, self.shape[1:], io.fit, str(path))
+                notes.append(f"{path}: {h}×{w} {'resized' if io.fit == 'resize' else 'centre-cropped'} to the model's {self.shape[1]}×{self.shape[2]}")
+            op = self._template(tuple(x.shape[1:]), path)
+            y = op(x)
             if task.sigma_y > 0:
                 y = GaussianNoise(task.sigma_y, seed=seed)(y)
-            return Item(index, name, path, seed, self.template, y, x)
-        op, y = read_measurement(self.template, path, shape, mask=task.mask, fit=io.fit, to_gray=io.gray, notes=notes)
+            return Item(index, name, path, seed, op, y, x)
+        shape = self.shape if io.fit is not None else image_shape_of(self.template, path, channels)
+        op, y = read_measurement(self._template(shape, path), path, shape, mask=task.mask, fit=io.fit, to_gray=io.gray, notes=notes)
         return Item(index, name, path, seed, op, y, None)
 
     def restore(self, work: Sequence[WorkItem], on_batch: Callable[[int], None] | None = None) -> int:
@@ -133,7 +147,7 @@ class RestoreJob:
         engine = self.config.engine
         batch_size = min(engine.batch_size, max((len(g) for g in groups.values()), default=1))
         if self._restorer is None and items:
-            self._restorer = engine.restorer(self.denoiser, self.config.sampler, batch_size)
+            self._restorer = engine.restorer(self.config.canvas.wrap(self.denoiser), self.config.sampler, batch_size)
             if engine.backend != "eager":
                 print(f"compiling the step for batches of {batch_size} (first run of this model, task and size: about 1-5 min on a CPU, "
                       "less on a GPU; cached for later runs)...", file=sys.stderr, flush=True)  # fmt: skip

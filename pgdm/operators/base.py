@@ -93,6 +93,11 @@ class Operator(nn.Module, abc.ABC):
         """The measurement as a picture (B, C, h, w) in [-1, 1]: y itself when it is an image."""
         return y
 
+    def input_size(self, size: tuple[int, int]) -> tuple[int, int]:
+        """The (H, W) of the images whose measurements are ``size`` = (h, w) in their last two dimensions
+        (the same size for every operator that keeps it; super-resolution multiplies it)."""
+        return size
+
     def row_count(self) -> int:
         """The rows of per-image data this operator holds: B for a (B, …) mask, 1 when every row shares it."""
         return max((getattr(self, n).shape[0] for n in self.per_row_buffers), default=1)

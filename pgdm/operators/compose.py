@@ -70,6 +70,11 @@ class Compose(LinearOperator):
     def parts(self) -> list[Operator]:
         return list(self.ops)
 
+    def input_size(self, size: tuple[int, int]) -> tuple[int, int]:
+        for op in reversed(self.ops):
+            size = op.input_size(size)
+        return size
+
     def row_count(self) -> int:
         return max(op.row_count() for op in self.ops)
 

@@ -52,6 +52,9 @@ class SuperResolution(LinearOperator):
     def spec(self) -> str:
         return f"sr{self.factor}-{self.kernel}"
 
+    def input_size(self, size: tuple[int, int]) -> tuple[int, int]:
+        return size[0] * self.factor, size[1] * self.factor
+
     def check_input(self, x: torch.Tensor) -> None:
         if x.ndim != 4 or x.shape[-1] % self.factor or x.shape[-2] % self.factor:
             raise ValueError(f"{self.spec}: expected (B, C, H, W) with H and W divisible by {self.factor}, got {tuple(x.shape)}")
