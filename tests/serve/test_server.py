@@ -108,16 +108,18 @@ def test_bad_requests_answer_one_line_4xx(degraded, start_server, tmp_path):
         "garbage.png": (b"not an image at all", 400),
         "anim.gif": (None, 415),
         "big.png": (None, 413),
-        "wrong_size.png": (None, 400),
+        "big_restored.png": (None, 413),
     }
     Image.new("L", (8, 8)).save(tmp_path / "anim.gif")
     Image.new("L", (100, 100)).save(tmp_path / "big.png")  # 10 000 pixels > 64 × 64
-    Image.new("L", (5, 7)).save(tmp_path / "wrong_size.png")
+    Image.new("L", (40, 40)).save(tmp_path / "big_restored.png")  # 1600 pixels, but SR×2 restores 80 × 80 > 64 × 64
     (tmp_path / "garbage.png").write_bytes(b"not an image at all")
     for name, (_, status) in cases.items():
         assert_one_line_error(post(url, "sr2", tmp_path / name), status)
-    assert "fit=resize" in post(url, "sr2", tmp_path / "wrong_size.png").json()["error"]
-    assert post(url, "sr2", tmp_path / "wrong_size.png", fit="resize").status_code == 200
+    Image.new("L", (7, 5)).save(tmp_path / "non_square.png")  # restored at its own size: 14 × 10, not the model's 16 × 16
+    answer = post(url, "sr2", tmp_path / "non_square.png")
+    assert answer.status_code == 200 and Image.open(io.BytesIO(answer.content)).size == (14, 10)
+    assert Image.open(io.BytesIO(post(url, "sr2", tmp_path / "non_square.png", fit="resize").content)).size == (16, 16)
     assert_one_line_error(post(url, "no-such-task", png), 400)
     assert_one_line_error(post(url, "jpeg20", png), 400)  # a JPEG task needs the .jpg
     assert_one_line_error(post(url, "sr2", png, mask=png), 400)  # a mask for a task without inpainting
@@ -139,7 +141,7 @@ def test_bad_requests_answer_one_line_4xx(degraded, start_server, tmp_path):
     assert_one_line_error(httpx.post(f"{url}/v1/restore", content=chunks, headers={"Content-Type": "multipart/form-data; boundary=x"}), 413)
     assert post(url, "sr2", png).status_code == 200  # still serving
     text = httpx.get(f"{url}/metrics").text
-    assert metric(text, "pgdm_errors_total", endpoint="/v1/restore", status="413") == 3
+    assert metric(text, "pgdm_errors_total", endpoint="/v1/restore", status="413") == 4
     assert metric(text, "pgdm_errors_total", endpoint="/v1/restore", status="500") == 0
 
 

@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from pgdm.canvas import canvas_denoiser
 from pgdm.denoiser import Denoiser
 from pgdm.engine import EngineConfig
 from pgdm.operators import parse
@@ -151,7 +152,7 @@ def create_app(denoiser: Denoiser, config: ServeConfig | None = None) -> FastAPI
     config = config or ServeConfig()
     if denoiser.image_size is None:
         raise ValueError("the server needs a model with a fixed image size")
-    pool = EnginePool(denoiser, config.engine)
+    pool = EnginePool(canvas_denoiser(denoiser), config.engine)  # images of any size: tiles of the model's
     state = _State(config, (denoiser.channels, denoiser.image_size, denoiser.image_size), pool, ServerMetrics(lambda: 0))
 
     @asynccontextmanager
@@ -222,8 +223,9 @@ def create_app(denoiser: Denoiser, config: ServeConfig | None = None) -> FastAPI
             raise HTTPException(422, f"steps must be ≤ {config.max_steps} and num_samples ≤ {config.max_samples}; got {steps} and {num_samples}")
         data, mask_data = await image.read(), (await mask.read() if mask is not None else None)
         try:
-            template = parse(task, state.image_shape, seed=seed)
-            op, y = await run_in_threadpool(decode_upload, template, data, state.image_shape, mask=mask_data, fit=fit, max_pixels=config.max_pixels)
+            op, y = await run_in_threadpool(
+                decode_upload, task, data, state.image_shape, seed=seed, mask=mask_data, fit=fit, max_pixels=config.max_pixels
+            )
             future = await run_in_threadpool(
                 state.batcher.submit, y, op, sigma_y, seed, class_label, num_samples=num_samples, steps=steps, eta=eta
             )

@@ -11,8 +11,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from pgdm.io import to_uint8
-from pgdm.measurements import read_measurement
-from pgdm.operators import Operator
+from pgdm.measurements import image_shape_of, read_measurement
+from pgdm.operators import Operator, parse
 
 __all__ = ["UploadError", "decode_upload", "encode_png", "SUFFIXES"]
 
@@ -44,21 +44,28 @@ def _check_image(name: str, data: bytes, max_pixels: int) -> str:
 
 
 def decode_upload(
-    template: Operator,
+    task: str,
     image: bytes,
-    image_shape: tuple[int, int, int],
+    model_shape: tuple[int, int, int],
     *,
+    seed: int = 0,
     mask: bytes | None = None,
     fit: str | None = None,
     max_pixels: int = 16_777_216,
 ) -> tuple[Operator, torch.Tensor]:
-    """(operator, y) from the uploaded measurement for restoring (C, H, W) = ``image_shape`` images.
+    """(operator, y) from the uploaded measurement: the image it restores has its own size (the measurement's,
+    taken back through the task: ×F for SR×F), or the model's (C, H, W) = ``model_shape`` with ``fit``
+    ("resize" or "crop").
 
-    ``template``: the task's operator; ``image``: the file's bytes (the .jpg itself for a JPEG task);
-    ``mask``: an inpainting mask image (white = observed); ``fit``: "resize" or "crop" a measurement of the
-    wrong size. Raises :class:`UploadError` with the status to answer.
+    ``task``: the operator spec (random masks and kernels drawn with ``seed``); ``image``: the file's bytes (the
+    .jpg itself for a JPEG task); ``mask``: an inpainting mask image (white = observed). A restored image over
+    ``max_pixels`` is refused (413). Raises :class:`UploadError` with the status to answer.
     """
     suffix = _check_image("image", image, max_pixels)
+    try:
+        template = parse(task, model_shape, seed=seed)
+    except ValueError as err:
+        raise UploadError(400, str(err)) from None
     if mask is not None:
         _check_image("mask", mask, max_pixels)
         if not template.measurement_format.needs_mask:
@@ -71,7 +78,12 @@ def decode_upload(
             mask_path = Path(folder) / "mask.png"
             mask_path.write_bytes(mask)
         try:
-            return read_measurement(template, path, image_shape, mask=mask_path, fit=fit)
+            shape = model_shape if fit is not None else image_shape_of(template, path, model_shape[0])
+            if shape[1] * shape[2] > max_pixels:
+                raise UploadError(413, f"image: restores a {shape[1]}×{shape[2]} image, over the limit of {max_pixels} pixels")
+            return read_measurement(parse(task, shape, seed=seed), path, shape, mask=mask_path, fit=fit)
+        except UploadError:
+            raise
         except (ValueError, OSError) as err:  # name the upload, not the temporary file
             message = str(err).replace(str(path), "image").replace(str(mask_path), "mask")
             raise UploadError(400, message.replace("--resize", "fit=resize").replace("--crop", "fit=crop")) from None
