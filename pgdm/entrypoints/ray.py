@@ -17,7 +17,7 @@ from pgdm.io import pixels_to_tensor, to_uint8
 from pgdm.measurements import measurement_shape
 from pgdm.operators import parse
 
-from .config import EngineSettings, ModelSettings, sampler_settings
+from .config import CanvasSettings, EngineSettings, ModelSettings, sampler_settings
 
 __all__ = ["Restore"]
 
@@ -26,8 +26,9 @@ class Restore:
     """Restore a batch of measurement images, as ``pgdm restore TASK`` restores measurement files.
 
     Batch columns (a dict of NumPy arrays, Ray's ``batch_format="numpy"``):
-        image: (B, h, w) or (B, h, w, C) uint8 measurements as ``pgdm degrade`` writes them (for ``sr4`` on a
-            32×32 model, 8×8 images); JPEG tasks need the .jpg files and ``pgdm restore``.
+        image: (B, h, w) or (B, h, w, C) uint8 measurements as ``pgdm degrade`` writes them, of any size (for
+            ``sr4``, an h×w measurement restores a 4h×4w image; batches of different sizes may follow each
+            other); JPEG tasks need the .jpg files and ``pgdm restore``.
         seed: (B,) int, the noise seed of each row (``pgdm restore`` uses ``--seed`` + the image's position).
         mask: (B, H, W) uint8, optional: each row's inpainting mask, white (255) = observed, black (0) = missing.
         sigma_y: (B,) float, optional: each row's measurement-noise std on the [0, 1] pixel scale (default 0).
@@ -38,7 +39,8 @@ class Restore:
     the method's default); device: default
     ``cuda`` when Ray gave the actor a GPU, else ``cpu``; task_seed: seed of random masks and kernels in
     ``task``; backend, precision, channels_last: as ``pgdm restore`` (compiled or captured for ``batch_size``
-    rows, the ``map_batches`` batch size).
+    rows, the ``map_batches`` batch size); strategy, tile, overlap: how the model covers images of other sizes,
+    as ``pgdm restore --strategy/--tile/--overlap``.
     """
 
     def __init__(
@@ -57,6 +59,9 @@ class Restore:
         precision: str = "fp32",
         channels_last: bool = False,
         batch_size: int = 16,
+        strategy: str = "auto",
+        tile: int | None = None,
+        overlap: int | None = None,
     ) -> None:
         model_settings = ModelSettings(model, config, device=device or ("cuda" if torch.cuda.is_available() else "cpu"))
         engine = EngineSettings(backend, precision, channels_last, batch_size)
@@ -66,33 +71,35 @@ class Restore:
         if self.denoiser.image_size is None:
             raise ValueError(f"model {model} has no fixed image size; the Ray map needs one")
         self.shape = (self.denoiser.channels, self.denoiser.image_size, self.denoiser.image_size)
+        self.task, self.task_seed = task, task_seed
         self.template = parse(task, self.shape, seed=task_seed)
         if not self.template.measurement_format.pixels:
             raise ValueError(f"{task}: this measurement is not an image (JPEG coefficients); restore the .jpg files with pgdm restore")
-        self.measured = measurement_shape(self.template, self.shape)  # (C, h, w) of each image row
-        self.restorer = engine.restorer(self.denoiser, sampler)
+        self.channels = measurement_shape(self.template, self.shape)[0]  # of each measurement row
+        self.restorer = engine.restorer(CanvasSettings(strategy, tile, overlap).wrap(self.denoiser), sampler)
 
     def _measurements(self, images: np.ndarray) -> torch.Tensor:
-        c, h, w = self.measured
-        if images.dtype != np.uint8 or images.ndim not in (3, 4) or tuple(images.shape[1:3]) != (h, w):
-            raise ValueError(f"column 'image' must be uint8 (B, {h}, {w}[, C]) for this task, got {images.dtype} {tuple(images.shape)}")
-        return torch.cat([pixels_to_tensor(row, c) for row in images])
+        if images.dtype != np.uint8 or images.ndim not in (3, 4):
+            raise ValueError(f"column 'image' must be uint8 (B, h, w[, C]) measurements, got {images.dtype} {tuple(images.shape)}")
+        return torch.cat([pixels_to_tensor(row, self.channels) for row in images])
 
-    def _operator(self, masks: np.ndarray | None):
-        if not self.template.measurement_format.needs_mask:
-            return self.template
+    def _operator(self, measured: tuple[int, int], masks: np.ndarray | None):
+        """The task's operator for measurements of size ``measured`` (h, w), with the rows' masks."""
+        op = parse(self.task, (self.shape[0], *self.template.input_size(measured)), seed=self.task_seed)
+        if not op.measurement_format.needs_mask:
+            return op
         if masks is None:
             raise ValueError("an inpainting task needs a 'mask' column: (B, H, W) uint8, white = observed")
-        size = self.measured[1:]
-        if masks.ndim != 3 or tuple(masks.shape[1:]) != size or not np.isin(masks, (0, 255)).all():
-            raise ValueError(f"column 'mask' must be (B, {size[0]}, {size[1]}) uint8 of 0 (missing) and 255 (observed) only")
-        return self.template.with_mask(torch.from_numpy(masks == 255)[:, None])
+        if masks.ndim != 3 or tuple(masks.shape[1:]) != measured or not np.isin(masks, (0, 255)).all():
+            raise ValueError(f"column 'mask' must be (B, {measured[0]}, {measured[1]}) uint8 of 0 (missing) and 255 (observed) only")
+        return op.with_mask(torch.from_numpy(masks == 255)[:, None])
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if "seed" not in batch:
             raise ValueError("column 'seed' is missing: one int per row, so a row's result does not depend on its batch")
-        op = self._operator(batch.get("mask"))
-        y = op.last.project_measurement(self._measurements(batch["image"]))
+        measurements = self._measurements(batch["image"])
+        op = self._operator(tuple(measurements.shape[-2:]), batch.get("mask"))
+        y = op.last.project_measurement(measurements)
         sigma_y = batch.get("sigma_y", 0.0)
         sigma_y = torch.from_numpy(np.array(sigma_y, dtype=np.float64))  # a copy: Ray batches are read-only
         with torch.no_grad():
