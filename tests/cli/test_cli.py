@@ -408,3 +408,37 @@ def test_method_option_runs_the_named_method(model, clean, tmp_path):
     assert (tmp_path / "pigdm" / "img0.png").read_bytes() != (tmp_path / "ddnm" / "img0.png").read_bytes()
     proc = run("restore", "jpeg10", clean / "img0.png", "-o", tmp_path / "dps", "--model", model, "--simulate", "--method", "dps", "--quiet", code=2)
     assert "pigdm" in proc.stderr and proc.stderr.count("\n") == 1
+
+
+# ---------------------------------------------------------------- images of any size
+
+
+def _smooth_gray(path, height, width):
+    yy, xx = np.mgrid[:height, :width]
+    Image.fromarray((127 + 100 * np.sin(xx / 5.0) * np.cos(yy / 7.0)).astype(np.uint8), mode="L").save(path)
+    return path
+
+
+@pytest.mark.parametrize("task, size, written", [("sr4", (64, 96), "png"), ("jpeg10", (96, 160), "jpg"), ("inpaint-center", (40, 24), "png")])
+def test_images_are_restored_at_their_own_size(task, size, written, model, tmp_path):
+    """A 16×16 model restores a 64×96 PNG, a 96×160 JPEG and a 40×24 inpainting at those sizes (tiles of 16×16)."""
+    (tmp_path / "in").mkdir()
+    _smooth_gray(tmp_path / "in" / "photo.png", *size)
+    run("degrade", task, tmp_path / "in", "-o", tmp_path / "deg", "--gray")
+    assert (tmp_path / "deg" / f"photo.{written}").exists()
+    proc = run("restore", task, tmp_path / "deg", "-o", tmp_path / "out", "--model", model, "--steps", 2, "--quiet",
+               "--grid", tmp_path / "grid.png")  # fmt: skip
+    assert "restored 1 image(s)" in proc.stdout
+    assert Image.open(tmp_path / "out" / "photo.png").size == (size[1], size[0])
+    assert Image.open(tmp_path / "grid.png").size[0] > size[1]  # the grid holds panels of the image's own size
+
+
+def test_resize_still_fits_images_to_the_models_size_and_bad_sizes_name_the_file(model, tmp_path):
+    (tmp_path / "in").mkdir()
+    _smooth_gray(tmp_path / "in" / "wide.png", 24, 40)
+    run("restore", "sr2", tmp_path / "in" / "wide.png", "-o", tmp_path / "fit", "--model", model, "--steps", 2, "--quiet", "--resize")
+    assert Image.open(tmp_path / "fit" / "wide.png").size == (SIZE, SIZE)
+    _smooth_gray(tmp_path / "in" / "odd.png", 30, 45)
+    proc = run("restore", "sr4", tmp_path / "in" / "odd.png", "-o", tmp_path / "odd", "--model", model, "--steps", 2, "--quiet",
+               "--simulate", code=1)  # fmt: skip
+    assert "odd.png" in proc.stderr and "not divisible by 4" in proc.stderr
