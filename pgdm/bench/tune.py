@@ -1,9 +1,9 @@
 """``pgdm bench tune``: a method's per-task step size, chosen by PSNR on images kept apart from the evaluation set.
 
 For each task and σ_y, every value of one option is run on ``--n`` images of the Fashion-MNIST **train** split
-(evenly spaced over it; ``pgdm bench quality`` and ``benchmarks/`` evaluate on the test split), one sample per
-image, and the value with the best mean PSNR is reported next to the method's current default for that task.
-The table and ``tune.json`` go into ``--output``.
+(evenly spaced over it; ``pgdm bench quality`` and ``benchmarks/`` evaluate on the test split) or of a folder,
+one sample per image, and the value with the best mean PSNR is reported next to the method's current default
+for that task. The table and ``tune.json`` go into ``--output``.
 """
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ def add_tune_parser(kinds, methods_help_fmt) -> None:
     t.add_argument("--tasks", default="sr4,inpaint-center", help="comma-separated operator specs (default: %(default)s)")
     t.add_argument("--sigma-y", default="0", help="comma-separated σ_y on the [0, 1] scale (default: %(default)s)")
     t.add_argument("--steps", type=int, default=100, help="sampling steps (default: %(default)s)")
-    t.add_argument("--n", type=int, default=16, help="train images, evenly spaced over the split (default: %(default)s)")
+    t.add_argument("--n", type=int, default=16, help="images, evenly spaced over the split or the folder (default: %(default)s)")
+    t.add_argument("--data", default="fashion-mnist-train", help="'fashion-mnist-train' or a folder of images (default: %(default)s)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--model", default="default", help="model name or checkpoint (default: %(default)s)")
     t.add_argument("--device", default="cpu")
@@ -36,12 +37,19 @@ def add_tune_parser(kinds, methods_help_fmt) -> None:
     t.set_defaults(run=run_tune)
 
 
-def tune_images(n: int, size: int) -> torch.Tensor:
-    """n Fashion-MNIST train images, evenly spaced over the split, (n, 1, size, size) in [-1, 1]."""
+def tune_images(data: str, n: int, channels: int, size: int) -> torch.Tensor:
+    """n images evenly spaced over ``data`` (``"fashion-mnist-train"``: the train split, or a folder), (n, C, H, W)
+    in [-1, 1]."""
     from ..data import load_fashion_mnist, to_model_range
+    from ..io import list_images, read_image
 
-    train = load_fashion_mnist(split="train", size=size)
-    return to_model_range(train[torch.linspace(0, train.shape[0] - 1, n).round().long()])
+    if data == "fashion-mnist-train":
+        images = to_model_range(load_fashion_mnist(split="train", size=size))
+    else:
+        images = torch.cat([read_image(p, channels) for p in list_images([data])] or [torch.empty(0, channels, size, size)])
+    if images.shape[0] < n:
+        raise ValueError(f"--n {n} asks for more images than {data} has ({images.shape[0]})")
+    return images[torch.linspace(0, images.shape[0] - 1, n).round().long()]
 
 
 def tune_cell(den, method: str, options: dict, task: str, sigma_y: float, steps: int, images: torch.Tensor, seed: int = 0) -> float:
@@ -71,7 +79,7 @@ def run_tune(args) -> int:
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     sigmas = parse_list(args.sigma_y, float, "--sigma-y")
     den = load_model(args.model).to(args.device).eval()
-    images = tune_images(args.n, den.image_size or 32).to(args.device)
+    images = tune_images(args.data, args.n, den.channels, den.image_size or 32).to(args.device)
     args.output.mkdir(parents=True, exist_ok=True)
     rows = []
     for task in tasks:
@@ -87,7 +95,7 @@ def run_tune(args) -> int:
             rows.append({"task": task, "sigma_y": sy, "default": default, "best": best, "psnr_best": scores[best],
                          "psnr_default": scores.get(default), "scores": scores})  # fmt: skip
     head = f"| task | σ_y | {' | '.join(f'{args.option}={v:g}' for v in values)} | best | default |"
-    lines = [f"`pgdm bench tune --method {method.name} --option {args.option}`: PSNR (dB), {args.n} Fashion-MNIST train images, "
+    lines = [f"`pgdm bench tune --method {method.name} --option {args.option}`: PSNR (dB), {args.n} images of {args.data}, "
              f"{args.steps} steps, seed {args.seed}", "", head, "|" + "---|" * (len(values) + 4)]  # fmt: skip
     for r in rows:
         cells = " | ".join(f"{r['scores'][v]:.2f}" for v in values)
@@ -95,7 +103,7 @@ def run_tune(args) -> int:
     table = "\n".join(lines) + "\n"
     (args.output / "tune.md").write_text(table)
     meta = {"method": method.name, "option": args.option, "fixed": fixed, "steps": args.steps, "n": args.n, "seed": args.seed,
-            "data": "fashion-mnist train, evenly spaced", "rows": [r | {"scores": {str(k): s for k, s in r["scores"].items()}} for r in rows]}  # fmt: skip
+            "data": args.data, "rows": [r | {"scores": {str(k): s for k, s in r["scores"].items()}} for r in rows]}  # fmt: skip
     (args.output / "tune.json").write_text(json.dumps(meta, indent=2) + "\n")
     print(table)
     return 0
