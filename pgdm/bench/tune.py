@@ -22,9 +22,10 @@ def add_tune_parser(kinds, methods_help_fmt) -> None:
                          description=__doc__.split("\n\n")[1],
                          epilog="example:\n  pgdm bench tune --method dps --option scale --values 0.1,0.3,1 --tasks sr4 --steps 100 --n 16 -o tune_dps/")  # fmt: skip
     t.add_argument("--method", required=True, help="method name, e.g. dps or diffpir")
-    t.add_argument("--option", required=True, help="the option to tune, e.g. scale (dps), lam or zeta (diffpir)")
+    t.add_argument("--option", required=True, help="the option to tune, e.g. scale (dps), lam or zeta (diffpir), or start_step")
     t.add_argument("--values", required=True, help="comma-separated candidate values")
     t.add_argument("--fixed", default="", help="other options held fixed, OPTION=VALUE[,…] (default: the per-task defaults)")
+    t.add_argument("--start-step", type=int, help="start every run from h†(y) noised to this timestep (default: pure noise)")
     t.add_argument("--tasks", default="sr4,inpaint-center", help="comma-separated operator specs (default: %(default)s)")
     t.add_argument("--sigma-y", default="0", help="comma-separated σ_y on the [0, 1] scale (default: %(default)s)")
     t.add_argument("--steps", type=int, default=100, help="sampling steps (default: %(default)s)")
@@ -52,8 +53,10 @@ def tune_images(data: str, n: int, channels: int, size: int) -> torch.Tensor:
     return images[torch.linspace(0, images.shape[0] - 1, n).round().long()]
 
 
-def tune_cell(den, method: str, options: dict, task: str, sigma_y: float, steps: int, images: torch.Tensor, seed: int = 0) -> float:
-    """Mean PSNR (dB, [0, 1] scale) of one sample per image restored by ``method`` with ``options``."""
+def tune_cell(den, method: str, options: dict, task: str, sigma_y: float, steps: int, images: torch.Tensor, seed: int = 0,
+              start_step: int | None = None) -> float:
+    """Mean PSNR (dB, [0, 1] scale) of one sample per image restored by ``method`` with ``options``
+    (``start_step``: as :class:`pgdm.Restorer`'s)."""
     from .. import metrics
     from ..operators import GaussianNoise, parse
     from ..sampler import Restorer
@@ -62,7 +65,7 @@ def tune_cell(den, method: str, options: dict, task: str, sigma_y: float, steps:
     y = op(images)
     if sigma_y > 0:
         y = GaussianNoise(sigma_y, seed=seed)(y)
-    x = Restorer(den, steps=steps, method=method, options=options).restore(y, op, sigma_y=sigma_y, seed=seed)
+    x = Restorer(den, steps=steps, method=method, options=options, start_step=start_step).restore(y, op, sigma_y=sigma_y, seed=seed)
     return float(metrics.psnr(x, images).mean())
 
 
@@ -75,7 +78,8 @@ def run_tune(args) -> int:
     method = get_method(args.method)
     values = parse_list(args.values, float, "--values")
     fixed = {k: float(v) for k, v in (kv.split("=", 1) for kv in args.fixed.split(",") if kv.strip())}
-    method.options({args.option: None, **fixed})  # one-line error for an unknown option
+    is_start = args.option == "start_step"  # the shared sampler setting, not a method option
+    method.options(fixed if is_start else {args.option: None, **fixed})  # one-line error for an unknown option
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     sigmas = parse_list(args.sigma_y, float, "--sigma-y")
     den = load_model(args.model).to(args.device).eval()
@@ -84,12 +88,13 @@ def run_tune(args) -> int:
     rows = []
     for task in tasks:
         op = parse(task, tuple(images.shape[1:]))
-        default = method.resolve(method.options(fixed), op).get(args.option)
+        default = args.start_step if is_start else method.resolve(method.options(fixed), op).get(args.option)
         for sy in sigmas:
             scores = {}
             for v in values:
                 t0 = time.perf_counter()
-                scores[v] = tune_cell(den, method.name, {**fixed, args.option: v}, task, sy, args.steps, images, args.seed)
+                opts, start = (fixed, int(v)) if is_start else ({**fixed, args.option: v}, args.start_step)
+                scores[v] = tune_cell(den, method.name, opts, task, sy, args.steps, images, args.seed, start)
                 print(f"{method.name} {task} σ_y={sy:g} {args.option}={v:g}: {scores[v]:.2f} dB ({time.perf_counter() - t0:.0f} s)", flush=True)
             best = max(scores, key=scores.get)
             rows.append({"task": task, "sigma_y": sy, "default": default, "best": best, "psnr_best": scores[best],
@@ -102,7 +107,7 @@ def run_tune(args) -> int:
         lines.append(f"| {r['task']} | {r['sigma_y']:g} | {cells} | {r['best']:g} | {r['default'] if r['default'] is None else format(r['default'], 'g')} |")
     table = "\n".join(lines) + "\n"
     (args.output / "tune.md").write_text(table)
-    meta = {"method": method.name, "option": args.option, "fixed": fixed, "steps": args.steps, "n": args.n, "seed": args.seed,
+    meta = {"method": method.name, "option": args.option, "fixed": fixed, "start_step": args.start_step, "steps": args.steps, "n": args.n, "seed": args.seed,
             "data": args.data, "rows": [r | {"scores": {str(k): s for k, s in r["scores"].items()}} for r in rows]}  # fmt: skip
     (args.output / "tune.json").write_text(json.dumps(meta, indent=2) + "\n")
     print(table)

@@ -29,7 +29,8 @@ METHODS: dict[str, Method] = {
         Method("diffpir", diffpir_step, diffpir_coefficients, {"lam": None, "zeta": None}, "any", False, "Zhu et al., CVPRW 2023, Alg. 1",
                diffpir_task_defaults),
         Method("ddrm", ddrm_step, ddrm_coefficients, {"eta": 0.85, "eta_b": 1.0}, "svd", False, "Kawar et al., NeurIPS 2022, Eq. 7-8"),
-        Method("cpigdm", cpigdm_step, cpigdm_coefficients, {"w": 16.0, "lam": 0.0}, "linear", True, "Pandey et al., NeurIPS 2024, Sec. 2.3"),
+        Method("cpigdm", cpigdm_step, cpigdm_coefficients, {"w": 16.0, "lam": 0.0}, "linear", True, "Pandey et al., NeurIPS 2024, Sec. 2.3",
+               start_fraction=0.4),
     )
 }
 
