@@ -59,9 +59,9 @@ class VEDenoiser(torch.nn.Module):
     D(x, σ) = x − σ̄_t ε_θ(√ᾱ_t x, t), t the timestep whose σ̄_t = √((1 − ᾱ_t)/ᾱ_t) is nearest σ; x̂ clamped to
     [-1, 1] (``clip`` False: not). x: (B, C, H, W)."""
 
-    def __init__(self, den: pgdm.Denoiser, clip: bool = True):
+    def __init__(self, den: pgdm.Denoiser, clip: bool = True, dtype: torch.dtype = torch.float32):
         super().__init__()
-        self.den, self.clip = den, clip
+        self.den, self.clip, self.dtype = den, clip, dtype
         acp = den.alphas_cumprod.double()
         self.acp, self.sigmas = acp, ((1 - acp) / acp).sqrt()
 
@@ -69,9 +69,9 @@ class VEDenoiser(torch.nn.Module):
         sigma = float(torch.as_tensor(sigma).flatten()[0])
         t = int((self.sigmas - sigma).abs().argmin())
         a = float(self.acp[t])
-        xt = (math.sqrt(a) * x).to(self.den.alphas_cumprod.dtype if self.den.alphas_cumprod.dtype == torch.float64 else torch.float32)
+        xt = (math.sqrt(a) * x).to(self.dtype)
         eps = self.den(xt, torch.full((x.shape[0],), t), None)
-        x0 = (xt - math.sqrt(1 - a) * eps) / math.sqrt(a)
+        x0 = ((xt - math.sqrt(1 - a) * eps) / math.sqrt(a)).to(x.dtype)
         return x0.clamp(-1, 1) if self.clip else x0
 
 
@@ -161,7 +161,7 @@ def posterior_table(dinv, nfes: list[int], n: int) -> None:
     from pgdm.units import sigma_to_model
 
     den, means, stds, weights = mixture_denoiser(SHAPE)
-    vden = VEDenoiser(den, clip=False)
+    vden = VEDenoiser(den, clip=False, dtype=torch.float64)
     acp = den.alphas_cumprod.double()
     print("| task | NFE | floor | pgdm DDRM | deepinv DDRM | deepinv DDRM, full noise |\n|---|---|---|---|---|---|", flush=True)
     for task, (make_op, sigma_y) in TASKS.items():
@@ -194,6 +194,8 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--nfe", default="20,100", help="comma-separated NFE (default: %(default)s)")
     p.add_argument("--methods", default="ddrm,dps,diffpir")
+    p.add_argument("--tasks", default="0,1,2", help="comma-separated indices into TASKS (default: all three)")
+    p.add_argument("--authors", action="store_true", help="DDRM: also the port of the authors' loop and deepinv with full noise")
     p.add_argument("--n", type=int, default=16, help="test images, evenly spaced over the split (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--peer-site", help="a folder put on sys.path for deepinv's torchvision")
@@ -222,7 +224,7 @@ def main(argv=None) -> None:
 
     print(f"| method | task | NFE | pgdm | peers (PSNR dB) | s |\n|---|---|---|---|---|---|", flush=True)
     for nfe in [int(v) for v in args.nfe.split(",")]:
-        for label, spec, sy in TASKS:
+        for label, spec, sy in [TASKS[int(i)] for i in args.tasks.split(",")]:
             op = parse(spec, shape, seed=args.seed)
             y = op(x)
             if sy:
@@ -245,8 +247,9 @@ def main(argv=None) -> None:
                         torch.manual_seed(args.seed)
                         with scaled_randn(math.sqrt(2.0)):
                             peers["deepinv, full noise"] = score(sampler(y, phys))
-                        torch.manual_seed(args.seed)
-                        peers["authors' code"] = score(ddrm_authors(den, y, phys, 2 * sy, nfe))
+                        if args.authors:
+                            torch.manual_seed(args.seed)
+                            peers["authors' code"] = score(ddrm_authors(den, y, phys, 2 * sy, nfe))
                 elif method == "dps":
                     physics = dinv.physics.LinearPhysics(A=op.forward, A_adjoint=op.adjoint)
                     sampler = dinv.sampling.DPS(VEDenoiser(den), num_steps=nfe, weight=opts["scale"], minus_one_one=False,
