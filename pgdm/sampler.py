@@ -71,9 +71,9 @@ class SamplerSettings:
         return get_method(self.method)
 
     def start_for(self, T: int) -> int | None:
-        """The start step for a model with T timesteps: ``start_step``, else the method's default start (C-ΠGDM's
-        is 0.4 T), else None (pure noise at T − 1)."""
-        return self.start_step if self.start_step is not None else self.spec.default_start(T)
+        """The start step for a model with T timesteps: ``start_step``, else the method's default start (C-ΠGDM's:
+        0.4 T up to 5 steps, 0.6 T beyond), else None (pure noise at T − 1)."""
+        return self.start_step if self.start_step is not None else self.spec.default_start(T, self.steps)
 
     def check_model(self, denoiser: Denoiser) -> None:
         """Raise a one-line ValueError when ``steps``/``start_step`` do not fit the model's T."""

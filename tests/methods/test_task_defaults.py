@@ -42,7 +42,7 @@ def test_bad_values_are_still_refused_before_any_operator_is_known():
         SamplerSettings("diffpir", steps=4, options={"zeta": 2.0})
 
 
-def test_cpigdm_starts_from_the_noised_pseudoinverse_at_0_4_T_by_default():
+def test_cpigdm_starts_from_the_noised_pseudoinverse_at_0_4_T_for_5_steps_and_0_6_T_beyond():
     den = mixture_denoiser(SHAPE)[0].float()
     op = pgdm.ops.parse("sr4", SHAPE)
     y = op(torch.rand(2, *SHAPE) * 2 - 1)
@@ -54,5 +54,6 @@ def test_cpigdm_starts_from_the_noised_pseudoinverse_at_0_4_T_by_default():
     a = den.alphas_cumprod[400]
     torch.testing.assert_close(default.x_init, a.sqrt() * op.pinv(y) + (1 - a).sqrt() * pure.x_init, rtol=1e-5, atol=1e-6)
     assert pure.coefs["t"][0] == 999  # the other methods still start from pure noise
+    assert SamplerSettings("cpigdm", steps=10).coefficients(den.alphas_cumprod)["t"][0] == 600
     with pytest.raises(ValueError, match="steps must be in"):
-        SamplerSettings("cpigdm", steps=500).check_model(den)  # more steps than timesteps below the default start
+        SamplerSettings("cpigdm", steps=700).check_model(den)  # more steps than timesteps below the default start
