@@ -8,14 +8,14 @@ from pgdm.sampler import SamplerSettings
 from pgdm.analytic import mixture_denoiser
 
 SHAPE = (1, 8, 8)
-# the reference code's values (DPS configs/*_config.yaml; DiffPIR main_ddpir_{inpainting,deblur}.py), and DPS's tuned ζ' on SR
+# the reference code's values (DPS configs/*_config.yaml; DiffPIR main_ddpir_{inpainting,deblur}.py), and the values tuned on SR (DPS's ζ', DiffPIR's ζ)
 EXPECTED = {
     ("dps", "inpaint-center"): {"scale": 0.5},
     ("dps", "sr4"): {"scale": 3.0},
     ("dps", "blur-gaussian3"): {"scale": 0.3},
     ("diffpir", "inpaint-center"): {"lam": 1.0, "zeta": 1.0},
     ("diffpir", "blur-gaussian3"): {"lam": 7.0, "zeta": 0.3},
-    ("diffpir", "sr4"): {"lam": 7.0, "zeta": 0.3},
+    ("diffpir", "sr4"): {"lam": 7.0, "zeta": 1.0},
 }
 
 
