@@ -47,7 +47,8 @@ class SamplerSettings:
         method: a name from :data:`pgdm.methods.METHODS` (``"pigdm"``, ``"rg"``, ``"dps"``, ``"ddnm"``,
             ``"ddnm+"``, ``"diffpir"``, ``"ddrm"``, ``"cpigdm"``).
         steps: number of sampling steps N, uniformly spaced from ``start_step`` (default T−1) to 0.
-        start_step: start from h†(y) noised to this timestep instead of pure noise (SDEdit/CCDF, ΠGDM App. B.1).
+        start_step: start from h†(y) noised to this timestep instead of pure noise (SDEdit/CCDF, ΠGDM App. B.1);
+            None: the method's default (:meth:`start_for`).
         clip_denoised: clamp x̂ to [-1, 1] inside each step (see :func:`pgdm.methods.pigdm.pigdm_step`).
         options: the method's options over its defaults (e.g. ``{"eta": 0.5}``, ``{"weight": 2.0}``), stored
             as sorted (name, value) pairs with every default filled in.
@@ -71,9 +72,14 @@ class SamplerSettings:
         """The :class:`~pgdm.methods.Method` record."""
         return get_method(self.method)
 
+    def start_for(self, T: int) -> int | None:
+        """The start step for a model with T timesteps: ``start_step``, else the method's default start (C-ΠGDM's:
+        0.4 T up to 5 steps, 0.6 T beyond), else None (pure noise at T − 1)."""
+        return self.start_step if self.start_step is not None else self.spec.default_start(T, self.steps)
+
     def check_model(self, denoiser: Denoiser) -> None:
         """Raise a one-line ValueError when ``steps``/``start_step`` do not fit the model's T."""
-        schedules.timesteps(self.steps, denoiser.num_timesteps, self.start_step)
+        schedules.timesteps(self.steps, denoiser.num_timesteps, self.start_for(denoiser.num_timesteps))
 
     def method_options(self, op: Operator | None = None) -> dict[str, float | None]:
         """The method's options for ``op``: per-task reference settings fill the options left at None."""
@@ -81,7 +87,7 @@ class SamplerSettings:
 
     def coefficients(self, alphas_cumprod: torch.Tensor, op: Operator | None = None) -> dict[str, torch.Tensor]:
         """The method's (N,) float64 per-step table for this schedule (and ``op``, for per-task settings)."""
-        ts = schedules.timesteps(self.steps, alphas_cumprod.numel(), self.start_step)
+        ts = schedules.timesteps(self.steps, alphas_cumprod.numel(), self.start_for(alphas_cumprod.numel()))
         return self.spec.coefficients(alphas_cumprod.cpu(), ts, **self.method_options(op))
 
 
@@ -192,7 +198,7 @@ def plan_sampling(
     coefs = {n: v.to(device) if n == "t" else v.to(device, dtype) for n, v in coefs64.items()}
     shape = y_pinv.shape[1:]
     z = gaussian_no_sync(keys, -1, shape, dtype)  # counter −1: the initial draw, distinct from every step's
-    if settings.start_step is None:
+    if settings.start_for(denoiser.alphas_cumprod.numel()) is None:
         x_init = z
     else:  # SDEdit/CCDF start from h†(y) noised to ᾱ at start_step (ΠGDM App. B.1)
         a = coefs64["alpha_t"][0]

@@ -4,7 +4,7 @@
 them through the same plan and loop (docs/methods.md).
 """
 from .common import Method, StepFunction, ddim_coefficients, input_vjp, x0_and_eps
-from .cpigdm import cpigdm_coefficients, cpigdm_step
+from .cpigdm import cpigdm_coefficients, cpigdm_start_fraction, cpigdm_step
 from .ddnm import ddnm_coefficients, ddnm_plus_step, ddnm_step
 from .ddrm import ddrm_coefficients, ddrm_step
 from .diffpir import diffpir_coefficients, diffpir_step, diffpir_task_defaults
@@ -14,7 +14,7 @@ from .pigdm import guidance_vector, pigdm_coefficients, pigdm_step, reconstructi
 __all__ = ["METHODS", "Method", "StepFunction", "get_method", "ddim_coefficients", "input_vjp", "x0_and_eps",
            "pigdm_step", "pigdm_coefficients", "guidance_vector", "reconstruction_vector", "rg_step",
            "dps_step", "dps_coefficients", "dps_task_defaults", "ddnm_step", "ddnm_plus_step", "ddnm_coefficients",
-           "diffpir_step", "diffpir_coefficients", "diffpir_task_defaults", "ddrm_step", "ddrm_coefficients", "cpigdm_step", "cpigdm_coefficients"]  # fmt: skip
+           "diffpir_step", "diffpir_coefficients", "diffpir_task_defaults", "ddrm_step", "ddrm_coefficients", "cpigdm_step", "cpigdm_coefficients", "cpigdm_start_fraction"]  # fmt: skip
 
 _PIGDM = "Song et al., ICLR 2023"
 METHODS: dict[str, Method] = {
@@ -29,7 +29,8 @@ METHODS: dict[str, Method] = {
         Method("diffpir", diffpir_step, diffpir_coefficients, {"lam": None, "zeta": None}, "any", False, "Zhu et al., CVPRW 2023, Alg. 1",
                diffpir_task_defaults),
         Method("ddrm", ddrm_step, ddrm_coefficients, {"eta": 0.85, "eta_b": 1.0}, "svd", False, "Kawar et al., NeurIPS 2022, Eq. 7-8"),
-        Method("cpigdm", cpigdm_step, cpigdm_coefficients, {"w": 16.0, "lam": 0.0}, "linear", True, "Pandey et al., NeurIPS 2024, Sec. 2.3"),
+        Method("cpigdm", cpigdm_step, cpigdm_coefficients, {"w": 16.0, "lam": 0.0}, "linear", True, "Pandey et al., NeurIPS 2024, Sec. 2.3",
+               start_fraction=cpigdm_start_fraction),
     )
 }
 

@@ -66,6 +66,8 @@ class Method:
         paper: the citation, for tables and errors.
         task_defaults: ``op -> {option: value}`` for the options whose reference setting depends on the task (their
             entry in ``defaults`` is None); ``op`` None gives the setting for an unnamed linear task.
+        start_fraction: ``steps -> f``: where the method starts when no ``start_step`` is given, h†(y) noised to
+            timestep round(f · T) (SDEdit/CCDF); None: pure noise at T − 1.
     """
 
     name: str
@@ -76,6 +78,12 @@ class Method:
     vjp: bool
     paper: str
     task_defaults: Callable[[Operator | None], Mapping[str, float]] | None = None
+    start_fraction: Callable[[int], float] | None = None
+
+    def default_start(self, T: int, steps: int) -> int | None:
+        """The start step used when none is given, for ``steps`` steps of a model with T timesteps (None: pure noise
+        at T − 1)."""
+        return None if self.start_fraction is None else min(T - 1, round(self.start_fraction(steps) * T))
 
     def check_operator(self, op: Operator) -> None:
         """Raise a one-line ValueError when this method cannot run ``op``."""

@@ -58,3 +58,31 @@ def test_a_method_spec_can_start_from_the_noised_pseudoinverse(tmp_path):
     rows = {r["method"]: r for r in _rows(tmp_path)}
     assert rows["pigdm"]["status"] == rows["pigdm@400"]["status"] == "ok"
     assert rows["pigdm"]["sliced_w2"] != rows["pigdm@400"]["sliced_w2"]  # a different start, a different sample
+
+
+def test_bench_tune_reports_the_best_value_of_a_direct_restore(tmp_path, capsys):
+    import torch
+
+    import pgdm
+    from pgdm.bench.tune import tune_images
+    from pgdm.metrics import psnr
+    from tiny_model import save_tiny_model, write_test_images
+
+    (tmp_path / "imgs").mkdir()
+    model, data = save_tiny_model(tmp_path), write_test_images(tmp_path / "imgs", 3)
+    args = ["bench", "tune", "--method", "dps", "--option", "scale", "--values", "0.05,2", "--tasks", "sr4", "--steps", "3",
+            "--n", "2", "--data", str(data), "--model", str(model), "-o", str(tmp_path / "out")]  # fmt: skip
+    assert main(args) == 0
+    result = json.loads((tmp_path / "out" / "tune.json").read_text())
+    (row,) = result["rows"]
+    assert row["default"] == 3.0 and set(row["scores"]) == {"0.05", "2.0"}
+    # the scores are those of a plain Restorer run on the same images and measurements
+    den = pgdm.load_model(str(model))
+    images = tune_images(str(data), 2, 1, 16)
+    op = pgdm.ops.parse("sr4", (1, 16, 16))
+    for value, score in row["scores"].items():
+        x = pgdm.Restorer(den, steps=3, method="dps", options={"scale": float(value)}).restore(op(images), op, seed=0)
+        assert abs(float(psnr(x, images).mean()) - score) < 1e-4
+    assert str(row["best"]) == max(row["scores"], key=row["scores"].get) and row["psnr_best"] == max(row["scores"].values())
+    assert "| sr4 | 0 |" in (tmp_path / "out" / "tune.md").read_text()
+    assert main([*args[:5], "nope", *args[6:]]) == 2 and "has no option(s) nope" in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""Options whose reference setting depends on the task: DPS's ζ' and DiffPIR's λ, ζ, from their official code."""
+"""Options whose setting depends on the task: DPS's ζ' and DiffPIR's λ, ζ, from their official code or tuned on
+Fashion-MNIST train images (DPS on super-resolution)."""
 import pytest
 import torch
 
@@ -7,14 +8,14 @@ from pgdm.sampler import SamplerSettings
 from pgdm.analytic import mixture_denoiser
 
 SHAPE = (1, 8, 8)
-# the reference code's values: DPS configs/*_config.yaml; DiffPIR main_ddpir_{inpainting,deblur}.py
+# the reference code's values (DPS configs/*_config.yaml; DiffPIR main_ddpir_{inpainting,deblur}.py), and the values tuned on SR (DPS's ζ', DiffPIR's ζ)
 EXPECTED = {
     ("dps", "inpaint-center"): {"scale": 0.5},
-    ("dps", "sr4"): {"scale": 0.3},
+    ("dps", "sr4"): {"scale": 3.0},
     ("dps", "blur-gaussian3"): {"scale": 0.3},
     ("diffpir", "inpaint-center"): {"lam": 1.0, "zeta": 1.0},
     ("diffpir", "blur-gaussian3"): {"lam": 7.0, "zeta": 0.3},
-    ("diffpir", "sr4"): {"lam": 7.0, "zeta": 0.3},
+    ("diffpir", "sr4"): {"lam": 7.0, "zeta": 1.0},
 }
 
 
@@ -40,3 +41,20 @@ def test_an_explicit_option_overrides_the_task_default():
 def test_bad_values_are_still_refused_before_any_operator_is_known():
     with pytest.raises(ValueError, match="zeta must be in"):
         SamplerSettings("diffpir", steps=4, options={"zeta": 2.0})
+
+
+def test_cpigdm_starts_from_the_noised_pseudoinverse_at_0_4_T_for_5_steps_and_0_6_T_beyond():
+    den = mixture_denoiser(SHAPE)[0].float()
+    op = pgdm.ops.parse("sr4", SHAPE)
+    y = op(torch.rand(2, *SHAPE) * 2 - 1)
+    default = pgdm.sampler.plan_sampling(den, y, op, SamplerSettings("cpigdm", steps=5), seed=3)
+    explicit = pgdm.sampler.plan_sampling(den, y, op, SamplerSettings("cpigdm", steps=5, start_step=400), seed=3)
+    pure = pgdm.sampler.plan_sampling(den, y, op, SamplerSettings("pigdm", steps=5), seed=3)
+    assert den.num_timesteps == 1000 and default.coefs["t"].tolist() == [400, 300, 200, 100, 0]
+    assert torch.equal(default.x_init, explicit.x_init) and torch.equal(default.coefs["t"], explicit.coefs["t"])
+    a = den.alphas_cumprod[400]
+    torch.testing.assert_close(default.x_init, a.sqrt() * op.pinv(y) + (1 - a).sqrt() * pure.x_init, rtol=1e-5, atol=1e-6)
+    assert pure.coefs["t"][0] == 999  # the other methods still start from pure noise
+    assert SamplerSettings("cpigdm", steps=10).coefficients(den.alphas_cumprod)["t"][0] == 600
+    with pytest.raises(ValueError, match="steps must be in"):
+        SamplerSettings("cpigdm", steps=700).check_model(den)  # more steps than timesteps below the default start

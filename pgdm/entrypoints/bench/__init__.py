@@ -1,4 +1,5 @@
-"""``pgdm bench``: restoration methods side by side, on real images (``quality``) and on an analytic prior (``posterior``).
+"""``pgdm bench``: restoration methods side by side, on real images (``quality``) and on an analytic prior (``posterior``);
+``tune`` picks a method's per-task option on train images.
 
 Both write into ``--output``: ``cells.jsonl`` (finished cells; a rerun skips them, so an interrupted run resumes),
 ``results.csv``, ``results.json``, ``results.md`` and PNG plots. Cells a method cannot run are kept and marked
@@ -56,6 +57,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("-o", "--output", required=True, type=Path, help="output folder (resumable)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run_posterior)
+
+    from .tune import add_tune_parser
+
+    add_tune_parser(kinds, raw)
 
 
 def _grid(args) -> tuple[list[MethodSpec], list[int]]:
