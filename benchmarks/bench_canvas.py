@@ -8,7 +8,8 @@ Sections (``--what``, any of them):
   tile's area, SR×4: sliced W2 of n samples to n exact posterior draws (Matheron's rule), tiled vs whole-canvas with
   the exact ε; ``floor`` is two exact sets against each other. (c) the seam ratio on the samples.
 * ``quality``: the default model on Fashion-MNIST test mosaics (2×3 and 3×5 images of 32×32): each task's canvas
-  restore (``tiles``: overlap 8, shifted grid; ``tiles-fixed``: overlap 8, fixed grid; ``whole``) against restoring
+  restore (``tiles``: overlap 8, shifted grid; ``tiles-fixed``: overlap 8, fixed grid; ``tiles-aligned``: overlap 0,
+  fixed grid, i.e. one tile per mosaic image; ``whole``) against restoring
   each image alone from the same information, PSNR (dB) per image on [0, 1], mean of K samples; and the seam ratio.
 * ``memory``: peak RSS (each run in a fresh process) of a tiled restore (``--memory-steps`` steps, ``--max-rows``
   tiles per network call) of canvases of ``--memory-sizes`` (SR×4, default model), and of loading alone.
@@ -145,7 +146,12 @@ def quality_tasks(rows: int, cols: int, seed: int):
     ]
 
 
-CONFIGS = {"tiles": {}, "tiles-fixed": {"shift": False}, "whole": {"strategy": "whole"}}
+CONFIGS = {
+    "tiles": {},
+    "tiles-fixed": {"shift": False},
+    "tiles-aligned": {"shift": False, "overlap": 0},  # the grid on the mosaic's own images
+    "whole": {"strategy": "whole"},
+}
 
 
 def quality(args) -> dict:
@@ -171,7 +177,7 @@ def quality(args) -> dict:
             for name, kw in CONFIGS.items():
                 if name not in args.configs:
                     continue
-                cden = CanvasDenoiser(den, kw.get("strategy", "tiles"), overlap=8, shift=kw.get("shift", True))
+                cden = CanvasDenoiser(den, kw.get("strategy", "tiles"), overlap=kw.get("overlap", 8), shift=kw.get("shift", True))
                 start = time.perf_counter()
                 x = pgdm.Restorer(cden, steps=args.steps).restore(y_c, op_c, seed=args.seed, num_samples=args.samples)
                 row[name] = float(psnr(unmosaic(x, rows, cols), images).mean())
