@@ -8,10 +8,11 @@ Sections (``--what``, any of them):
   tile's area, SR×4: sliced W2 of n samples to n exact posterior draws (Matheron's rule), tiled vs whole-canvas with
   the exact ε; ``floor`` is two exact sets against each other. (c) the seam ratio on the samples.
 * ``quality``: the default model on Fashion-MNIST test mosaics (2×3 and 3×5 images of 32×32): each task's canvas
-  restore (``tiles``: overlap 8, shifted grid; ``tiles-fixed``: overlap 8, fixed grid; ``whole``) against restoring
+  restore (``tiles``: overlap 8, shifted grid; ``tiles-fixed``: overlap 8, fixed grid; ``tiles-aligned``: overlap 0,
+  fixed grid, i.e. one tile per mosaic image; ``whole``) against restoring
   each image alone from the same information, PSNR (dB) per image on [0, 1], mean of K samples; and the seam ratio.
-* ``memory``: peak RSS (each run in a fresh process) of a 2-step tiled restore of a 2048² canvas against a 256² one
-  (SR×4, default model), and of loading alone.
+* ``memory``: peak RSS (each run in a fresh process) of a tiled restore (``--memory-steps`` steps, ``--max-rows``
+  tiles per network call) of canvases of ``--memory-sizes`` (SR×4, default model), and of loading alone.
 * ``time``: seconds per step against canvas area (64² … 1024²), and tiles/s of a tiled canvas against images/s of
   model-sized images at the same network batch.
 
@@ -145,6 +146,14 @@ def quality_tasks(rows: int, cols: int, seed: int):
     ]
 
 
+CONFIGS = {
+    "tiles": {},
+    "tiles-fixed": {"shift": False},
+    "tiles-aligned": {"shift": False, "overlap": 0},  # the grid on the mosaic's own images
+    "whole": {"strategy": "whole"},
+}
+
+
 def quality(args) -> dict:
     from pgdm.data import load_fashion_mnist, to_model_range
     from pgdm.metrics import psnr
@@ -157,14 +166,18 @@ def quality(args) -> dict:
         images = test[torch.linspace(0, len(test) - 1, n).long()]
         canvas_x = mosaic(images, rows, cols)
         for label, op_c, op_1 in quality_tasks(rows, cols, args.seed):
+            if args.tasks and not any(label.startswith(t) for t in args.tasks):
+                continue
             y_c, y_1 = op_c(canvas_x), op_1(images)
             row = {"mosaic": f"{rows}×{cols}", "task": label, "steps": args.steps, "samples": args.samples}
             start = time.perf_counter()
             alone = pgdm.Restorer(den, steps=args.steps).restore(y_1, op_1, seed=args.seed, num_samples=args.samples)
             row["alone"] = float(psnr(alone, images).mean())
             row["alone_s"] = time.perf_counter() - start
-            for name, kw in (("tiles", {}), ("tiles-fixed", {"shift": False}), ("whole", {"strategy": "whole"})):
-                cden = CanvasDenoiser(den, kw.get("strategy", "tiles"), overlap=8, shift=kw.get("shift", True))
+            for name, kw in CONFIGS.items():
+                if name not in args.configs:
+                    continue
+                cden = CanvasDenoiser(den, kw.get("strategy", "tiles"), overlap=kw.get("overlap", 8), shift=kw.get("shift", True))
                 start = time.perf_counter()
                 x = pgdm.Restorer(cden, steps=args.steps).restore(y_c, op_c, seed=args.seed, num_samples=args.samples)
                 row[name] = float(psnr(unmosaic(x, rows, cols), images).mean())
@@ -180,14 +193,15 @@ def quality(args) -> dict:
 _CHILD = """
 import resource, sys, time, torch
 torch.set_num_threads({threads})
-import pgdm
+import pgdm, pgdm.canvas
 den = pgdm.load_model("default")
 size = {size}
 if size:
     op = pgdm.ops.parse("sr4", (1, size, size))
     y = op(torch.rand(1, 1, size, size) * 2 - 1)
     start = time.perf_counter()
-    pgdm.Restorer(den, steps={steps}).restore(y, op, seed=0)
+    canvas = pgdm.canvas.CanvasDenoiser(den, max_rows={max_rows})
+    pgdm.Restorer(canvas, steps={steps}).restore(y, op, seed=0)
     print("seconds", time.perf_counter() - start)
 print("maxrss_kib", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
@@ -196,10 +210,11 @@ print("maxrss_kib", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 def memory(args) -> dict:
     out = []
     for size in [0] + args.memory_sizes:
-        code = _CHILD.format(size=size, steps=2, threads=args.threads)
+        code = _CHILD.format(size=size, steps=args.memory_steps, threads=args.threads, max_rows=args.max_rows)
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
         vals = dict(line.split() for line in proc.stdout.splitlines() if line.split()[0] in ("seconds", "maxrss_kib"))
-        row = {"canvas": size or "load only", "peak_rss_mib": int(vals["maxrss_kib"]) / 1024, "seconds": float(vals.get("seconds", "nan"))}
+        tiles = pgdm.canvas.CanvasDenoiser(pgdm.load_model("default")).tiles_per_image(size, size) if size else 0
+        row = {"canvas": size or "load only", "tiles": tiles, "steps": args.memory_steps, "max_rows": args.max_rows, "peak_rss_mib": int(vals["maxrss_kib"]) / 1024, "seconds": float(vals.get("seconds", "nan"))}
         out.append(row)
         print(json.dumps(row), flush=True)
     return {"memory": out}
@@ -260,7 +275,11 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=4, help="quality: posterior samples averaged")
     p.add_argument("--mosaics", type=lambda s: tuple(int(v) for v in s.split("x")), nargs="+", default=[(2, 3), (3, 5)])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS), help="quality: canvas runs")
+    p.add_argument("--tasks", nargs="+", help="quality: task labels to run (prefixes: SR, centre, JPEG, uniform); default all")
     p.add_argument("--memory-sizes", type=int, nargs="+", default=[256, 2048])
+    p.add_argument("--memory-steps", type=int, default=2)
+    p.add_argument("--max-rows", type=int, default=64, help="memory: tiles per network call")
     p.add_argument("--time-sizes", type=int, nargs="+", default=[64, 128, 256, 512, 1024])
     p.add_argument("--batch", type=int, default=16, help="time: network rows per call")
     p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")))

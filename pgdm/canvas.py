@@ -189,7 +189,7 @@ class CanvasDenoiser(Denoiser):
         self.max_rows = validate.positive_int("max_rows", max_rows)
         self.seed = validate.integer("seed", seed)
         if self.tile is not None:
-            self.register_buffer("window", blend_window(self.tile, self.overlap), persistent=False)
+            self.register_buffer("window", blend_window(self.tile, self.overlap, device=denoiser.alphas_cumprod.device), persistent=False)
 
     def extra_repr(self) -> str:
         return f"strategy={self.strategy}, tile={self.tile}, overlap={self.overlap}, shift={self.shift}, max_rows={self.max_rows}, edges={self.edges}"
@@ -271,7 +271,7 @@ class CanvasDenoiser(Denoiser):
         xp = x.index_select(2, rows).index_select(3, cols)  # (B, C, Hp, Wp)
         per_image = gh.count * gw.count
         total = b * per_image
-        window = self.window.to(x.dtype)
+        window = self.window.to(x.device, x.dtype)
         chunks = []
         for start in range(0, total, self.max_rows):
             r = torch.arange(start, min(start + self.max_rows, total), device=dev)
@@ -327,9 +327,10 @@ def canvas_denoiser(
     """``denoiser`` as :class:`CanvasDenoiser` (what ``Restorer(strategy=...)`` uses); returned as it is when it
     already is one, when ``strategy`` is None (the model's own size only) or when the model takes any size and
     nothing but ``auto`` was asked for."""
-    if strategy is None or isinstance(denoiser, CanvasDenoiser):
-        if strategy is not None and (tile, overlap) != (None, None):
-            raise ValueError("tile/overlap given with a CanvasDenoiser: set them on the CanvasDenoiser")
+    if isinstance(denoiser, CanvasDenoiser) or strategy is None:
+        if (tile, overlap) != (None, None):
+            where = "set them on the CanvasDenoiser" if strategy is not None else "they need strategy 'auto', 'tiles' or 'whole'"
+            raise ValueError(f"tile/overlap given with {'a CanvasDenoiser' if strategy is not None else 'strategy=None'}: {where}")
         return denoiser
     if denoiser.image_size is None and strategy == "auto" and tile is None:
         return denoiser

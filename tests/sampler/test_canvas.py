@@ -174,3 +174,7 @@ def test_bad_canvas_settings_are_one_line_errors(tiny):
     with pytest.raises(ValueError, match="needs a tile size"):
         CanvasDenoiser(any_size, "tiles")
     assert canvas_denoiser(any_size) is any_size and canvas_denoiser(tiny, None) is tiny
+    with pytest.raises(ValueError, match="tile/overlap given with strategy=None"):
+        canvas_denoiser(tiny, None, overlap=4)
+    with pytest.raises(ValueError, match="tile/overlap given with a CanvasDenoiser"):
+        Restorer(CanvasDenoiser(tiny), tile=16)
