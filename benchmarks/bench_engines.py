@@ -127,6 +127,7 @@ def runners(args, den, op, y, batch: int, device: torch.device) -> tuple[dict[st
             print(f"# engine {label}, batch {batch}: FAILED: {type(err).__name__}: {str(err)[:200]}", flush=True)
             continue
         setup[f"engine {label}"] = time.perf_counter() - start
+        print(f"# engine {label}, batch {batch}: ready in {setup[f'engine {label}']:.0f} s", flush=True)
         out[f"engine {label}"] = lambda eng=eng: eng.restore(y, op, seed=0)
     if args.onnx and device.type == "cpu":
         from pgdm.export import OnnxStepRestorer, export_step
