@@ -11,7 +11,8 @@ Search order: every eager candidate first (no compile, seconds), then the compil
 (precision, layout) pairs in the order their eager steps ranked, skipping pairs whose eager step took more than
 ``PRUNE_RATIO`` times the best eager step (compilation gains far less than that on the step). A candidate
 starts only while the budget lasts (a compile that has started runs to its end); with a budget of 0 nothing is
-measured and the first candidate (eager, the widest precision asked, NCHW: ``pgdm.Restorer``'s numbers) runs.
+measured and the first candidate (eager, the widest precision asked, NCHW: ``pgdm.Restorer``'s numbers) runs, as
+does the only candidate when the explicit settings leave one.
 
 Environment: ``PGDM_CACHE_DIR`` (the cache folder; default ``$XDG_CACHE_HOME/pgdm`` or ``~/.cache/pgdm``),
 ``PGDM_AUTOTUNE_BUDGET_S`` (the budget when the config leaves it at None; default :data:`DEFAULT_BUDGET_S`).
@@ -346,7 +347,7 @@ class AutoTuner:
     ) -> Choice:
         if not options:
             raise ValueError("no engine configuration to choose from")
-        if self.budget_s == 0:
+        if self.budget_s == 0 or len(options) == 1:
             return Choice(options[0], None, {})
         start = self.clock()
         times: dict[Candidate, float] = {}
@@ -381,7 +382,7 @@ class AutoTuner:
     def report(self, choice: Choice, batch: int) -> None:
         """Print the one-line report: ``engine: compiled fp32, channels_last — 212 ms/step (batch 16)``."""
         how = "" if choice.step_ms is None else f" — {choice.step_ms:.0f} ms/step"
-        origin = ", cached choice" if choice.cached else (", not measured: budget 0" if choice.step_ms is None else "")
+        origin = ", cached choice" if choice.cached else (", not measured" if choice.step_ms is None else "")
         self.log(f"engine: {choice.candidate.label()}{how} (batch {batch}{origin})")
 
 

@@ -98,6 +98,7 @@ def test_budget_stops_starting_candidates_and_zero_measures_nothing():
     none = Fake({})
     choice = tuner(none, budget=0).choose("k", None, options, none.build, 1)
     assert choice.candidate == C("eager") and choice.step_ms is None and none.timed == [] and none.built == []
+    assert tuner(none).choose("one", None, [C("compile")], none.build, 1).candidate == C("compile") and none.timed == []
     with pytest.raises(ValueError, match="budget"):
         A.AutoTuner(CPU, -1.0)
 
