@@ -114,7 +114,8 @@ def runners(args, den, op, y, batch: int, device: torch.device) -> tuple[dict[st
     out["pgdm.Restorer"] = lambda: restorer.restore(y, op, seed=0)
     precisions = args.precisions or native_precisions(device)
     configs = [(c.label(), dict(backend=c.backend, precision=c.precision, channels_last=c.channels_last, compile=c.compile))
-               for c in candidates(device, precisions=precisions) if args.compile or not c.compiled]  # fmt: skip
+               for c in candidates(device, precisions=precisions, channels_last=args.channels_last)
+               if args.compile or not c.compiled]  # fmt: skip
     configs += [(f"compiled fp32 [{name}]", dict(backend="compile", precision="fp32", channels_last=False, compile_options=VARIANTS[name]))
                 for name in args.variants]  # fmt: skip
     configs += [("auto", {})] if args.auto else []
@@ -127,6 +128,7 @@ def runners(args, den, op, y, batch: int, device: torch.device) -> tuple[dict[st
             print(f"# engine {label}, batch {batch}: FAILED: {type(err).__name__}: {str(err)[:200]}", flush=True)
             continue
         setup[f"engine {label}"] = time.perf_counter() - start
+        print(f"# engine {label}, batch {batch}: ready in {setup[f'engine {label}']:.0f} s", flush=True)
         out[f"engine {label}"] = lambda eng=eng: eng.restore(y, op, seed=0)
     if args.onnx and device.type == "cpu":
         from pgdm.export import OnnxStepRestorer, export_step
@@ -196,11 +198,13 @@ def main(argv=None) -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--precisions", nargs="+", default=None, help="network precisions to run (default: the native ones)")
     p.add_argument("--no-compile", dest="compile", action="store_false", help="leave out the compiled configurations")
+    p.add_argument("--layouts", choices=["both", "nchw", "channels_last"], default="both", help="the engine layouts to run")
     p.add_argument("--variants", nargs="*", default=[], choices=sorted(VARIANTS), help="compiled fp32 with extra Inductor settings")
     p.add_argument("--no-auto", dest="auto", action="store_false", help="leave out the auto engine")
     p.add_argument("--no-onnx", dest="onnx", action="store_false", help="leave out ONNX Runtime and OpenVINO")
     args = p.parse_args(argv)
     device = torch.device(args.device)
+    args.channels_last = {"both": None, "nchw": False, "channels_last": True}[args.layouts]
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip() or "unknown"
     except OSError:

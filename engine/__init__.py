@@ -1,6 +1,6 @@
 """Fast execution of every method's step: compiled VJP, CUDA graphs, precision, batching.
 
-``pgdm.engine.restorer(denoiser, backend="eager" | "compile" | "cudagraph", precision=..., steps=...)``
+``pgdm.engine.restorer(denoiser, backend="auto" | "eager" | "compile" | "cudagraph", precision=..., steps=...)``
 returns an :class:`Engine` whose ``restore`` is a drop-in for :meth:`pgdm.Restorer.restore`;
 ``engine.queue()`` batches mixed requests. Reference: docs/engine.md.
 

@@ -11,7 +11,8 @@ Search order: every eager candidate first (no compile, seconds), then the compil
 (precision, layout) pairs in the order their eager steps ranked, skipping pairs whose eager step took more than
 ``PRUNE_RATIO`` times the best eager step (compilation gains far less than that on the step). A candidate
 starts only while the budget lasts (a compile that has started runs to its end); with a budget of 0 nothing is
-measured and the first candidate (eager, the widest precision asked, NCHW: ``pgdm.Restorer``'s numbers) runs.
+measured and the first candidate (eager, the widest precision asked, NCHW: ``pgdm.Restorer``'s numbers) runs, as
+does the only candidate when the explicit settings leave one.
 
 Environment: ``PGDM_CACHE_DIR`` (the cache folder; default ``$XDG_CACHE_HOME/pgdm`` or ``~/.cache/pgdm``),
 ``PGDM_AUTOTUNE_BUDGET_S`` (the budget when the config leaves it at None; default :data:`DEFAULT_BUDGET_S`).
@@ -312,13 +313,21 @@ class AutoTuner:
         self.choices: dict[str, Choice] = {}  # this process's choices by key
 
     def choose(
-        self, key: str, disk_key: str | None, options: Sequence[Candidate], build: Callable[[Candidate], Callable[[], None]], batch: int
+        self,
+        key: str,
+        disk_key: str | None,
+        options: Sequence[Candidate],
+        build: Callable[[Candidate], Callable[[], None]],
+        batch: int,
+        on_measured: Callable[[Candidate, float], None] | None = None,
     ) -> Choice:
         """The candidate to run for ``key``: remembered, read from disk (``disk_key``; None: never stored), or measured
         (then reported in one line, :meth:`report`).
 
         ``build(candidate)`` returns a zero-argument step of that configuration whose first call compiles or
         captures (lazily: an unmeasured candidate costs nothing); a build or step that raises drops the candidate.
+        ``on_measured(candidate, seconds)`` is called after each measurement (``inf`` for a failure), so that the
+        caller can free what the slower candidates hold.
         """
         if key in self.choices:
             return self.choices[key]
@@ -326,17 +335,19 @@ class AutoTuner:
         if choice is not None and choice.candidate not in options:
             choice = None
         if choice is None:
-            choice = self._measure(options, build)
+            choice = self._measure(options, build, on_measured or (lambda c, s: None))
             if self.cache is not None and disk_key is not None and choice.step_ms is not None:
                 self.cache.put(disk_key, choice)
         self.choices[key] = choice
         self.report(choice, batch)
         return choice
 
-    def _measure(self, options: Sequence[Candidate], build: Callable[[Candidate], Callable[[], None]]) -> Choice:
+    def _measure(
+        self, options: Sequence[Candidate], build: Callable[[Candidate], Callable[[], None]], on_measured: Callable[[Candidate, float], None]
+    ) -> Choice:
         if not options:
             raise ValueError("no engine configuration to choose from")
-        if self.budget_s == 0:
+        if self.budget_s == 0 or len(options) == 1:
             return Choice(options[0], None, {})
         start = self.clock()
         times: dict[Candidate, float] = {}
@@ -349,6 +360,7 @@ class AutoTuner:
                 times[c] = self.timer(c, build(c))
             except Exception as err:  # a configuration this device or toolchain cannot run: try the others
                 failed[c] = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            on_measured(c, times.get(c, float("inf")))
 
         eager = [c for c in options if not c.compiled]
         for c in eager:
@@ -370,7 +382,7 @@ class AutoTuner:
     def report(self, choice: Choice, batch: int) -> None:
         """Print the one-line report: ``engine: compiled fp32, channels_last — 212 ms/step (batch 16)``."""
         how = "" if choice.step_ms is None else f" — {choice.step_ms:.0f} ms/step"
-        origin = ", cached choice" if choice.cached else (", not measured: budget 0" if choice.step_ms is None else "")
+        origin = ", cached choice" if choice.cached else (", not measured" if choice.step_ms is None else "")
         self.log(f"engine: {choice.candidate.label()}{how} (batch {batch}{origin})")
 
 
@@ -382,7 +394,7 @@ class AutoRouter:
 
     ``make_engine(candidate)`` builds an engine of that one configuration (the runner passes
     ``Engine(denoiser, config.fixed(candidate))``). One engine per chosen candidate serves every key that chose it;
-    engines built only to be measured are dropped after each choice.
+    while measuring, only the fastest candidate's engine so far is kept beside them (each holds a copy of the model).
     """
 
     def __init__(self, denoiser: torch.nn.Module, options: Sequence[Candidate], setting: str, tuner: AutoTuner, make_engine: Callable[[Candidate], object]) -> None:
@@ -429,7 +441,14 @@ class AutoRouter:
 
             return step
 
-        choice = self.tuner.choose(key, None if known else self._disk_key(plan, batch), self.options, build, batch)
+        times: dict[Candidate, float] = {}
+
+        def measured(candidate: Candidate, seconds: float) -> None:
+            times[candidate] = seconds
+            keep = {c.candidate for c in self.tuner.choices.values()} | {min(times, key=times.__getitem__)}
+            self.engines = {c: e for c, e in self.engines.items() if c in keep}
+
+        choice = self.tuner.choose(key, None if known else self._disk_key(plan, batch), self.options, build, batch, measured)
         chosen = {c.candidate for c in self.tuner.choices.values()}
         self.engines = {c: e for c, e in self.engines.items() if c in chosen}
         return self._engine(choice.candidate)

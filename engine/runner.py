@@ -63,7 +63,8 @@ class EngineConfig:
             ``max-autotune-no-cudagraphs``).
         compile_options: Inductor settings for the compiled step, e.g. ``{"conv_1x1_as_mm": True,
             "epilogue_fusion": False}`` (names from ``torch._inductor.config``; they override the engine's own).
-        copy_model: freeze and cast a deep copy of the denoiser (True), or the caller's network in place (False).
+        copy_model: freeze and cast a deep copy of the denoiser (True), or the caller's network in place (False; fixed
+            configurations only: ``"auto"`` measures each candidate on its own copy).
         max_graphs: CUDA graphs kept at most; further keys run eagerly.
         warmup_iters: runs of the step on the capture stream before each capture (≥ 2: the last one runs under
             ``torch.cuda.set_sync_debug_mode("error")``; a step that syncs is not captured and runs eagerly).
@@ -207,7 +208,8 @@ class Engine(RestoreInterface):
             options = candidates(self.device, config.backend, config.precision, config.channels_last, compile=config.compile)
             setting = f"{config.backend}/{config.precision}/{config.channels_last}/{config.compile_mode}/{sorted(config.compile_options.items())}"
             tuner = AutoTuner(self.device, config.autotune_budget_s)
-            self._auto = AutoRouter(denoiser, options, setting, tuner, lambda c: Engine(denoiser, config.fixed(c)))
+            # each candidate casts its own copy: an in-place cast (copy_model=False) would change the others' weights
+            self._auto = AutoRouter(denoiser, options, setting, tuner, lambda c: Engine(denoiser, dataclasses.replace(config.fixed(c), copy_model=True)))
         if config.backend == "cudagraph" and self.device.type != "cuda":
             raise ValueError(f"backend 'cudagraph' needs the model on a CUDA device, got {self.device}; use 'compile' or 'eager'")
         if self.device.type == "cpu" and config.precision == "bf16" and bf16_emulated_on_cpu():

@@ -98,6 +98,7 @@ def test_budget_stops_starting_candidates_and_zero_measures_nothing():
     none = Fake({})
     choice = tuner(none, budget=0).choose("k", None, options, none.build, 1)
     assert choice.candidate == C("eager") and choice.step_ms is None and none.timed == [] and none.built == []
+    assert tuner(none).choose("one", None, [C("compile")], none.build, 1).candidate == C("compile") and none.timed == []
     with pytest.raises(ValueError, match="budget"):
         A.AutoTuner(CPU, -1.0)
 
@@ -171,6 +172,7 @@ def test_auto_engine_runs_the_measured_choice_and_caches_it(den, images, capsys)
     # NCHW's eager step (0.3 s) is over 2 × the best (0.1 s): its compiled version is not tried
     assert [c.label() for c in timed] == ["eager fp32", "eager fp32, channels_last", "compiled fp32, channels_last"]
     assert eng.stats["eager"] == 1 and len(eng.tuner.choices) == 1
+    assert [c.label() for c in eng._auto.engines] == ["eager fp32, channels_last"]  # the measured others are freed
     assert "engine: eager fp32, channels_last — 100 ms/step (batch 4)" in capsys.readouterr().err
     eng.restore(y, op, seed=3)  # the same key: no new measuring
     assert len(timed) == 3

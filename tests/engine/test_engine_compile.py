@@ -106,7 +106,7 @@ def test_warmup_compiles_ahead_without_sampling(setup):
     graphs, runs = _unique_graphs(), eng.stats["compiled"]
     seconds = eng.warmup(SuperResolution(2), (1, 16, 16), [3])  # pads to 4: nothing new to compile
     assert seconds >= 0 and _unique_graphs() == graphs and eng.stats["compiled"] == runs
-    assert E.restorer(den, steps=STEPS).warmup(SuperResolution(2), (1, 16, 16)) == 0.0  # eager: nothing to warm
+    assert E.restorer(den, "eager", steps=STEPS).warmup(SuperResolution(2), (1, 16, 16)) == 0.0  # eager: nothing to warm
 
 
 def test_failure_reason_is_one_line_even_for_a_bare_assertion():

@@ -67,7 +67,7 @@ def test_weights_frozen_no_grad_and_caller_model_untouched(den, images):
     assert eng.denoiser.net.out[2].weight.dtype == torch.float32  # head stays float32
 
     own = tiny_denoiser()
-    eng = E.restorer(own, "eager", steps=STEPS, copy_model=False)
+    eng = E.restorer(own, "eager", steps=STEPS, precision="fp32", copy_model=False)  # a fixed configuration: in place
     eng.restore(op(images), op, seed=0)
     assert eng.denoiser.net is own.net and not any(p.requires_grad or p.grad is not None for p in own.parameters())
 
