@@ -217,9 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars (the per-task lines are still printed)")
     p.set_defaults(run=demo)
 
-    p = sub.add_parser("train", help="train the default-model architecture on Fashion-MNIST", formatter_class=raw,
-                       description="Train an ADM ε-prediction model on Fashion-MNIST (resumable).",
-                       epilog="example:\n  pgdm train --steps 20000 --out runs/fashion32 --export model.safetensors")  # fmt: skip
+    p = sub.add_parser("train", help="train the embedded models' architecture (Fashion-MNIST or photo crops)", formatter_class=raw,
+                       description="Train an ADM ε-prediction model on Fashion-MNIST or on crops of photos (resumable).",
+                       epilog="examples:\n  pgdm train --steps 20000 --out runs/fashion32 --export model.safetensors\n"
+                              "  pgdm train --dataset photos --out runs/photo32 --export photo.safetensors")  # fmt: skip
     train_cmd.add_arguments(p)
     p.set_defaults(run=train_cmd.run)
 
