@@ -9,7 +9,8 @@ import numpy as np
 import torch
 
 __all__ = [
-    "FASHION_MNIST_DIR", "PHOTO_TRAIN", "PHOTO_HELD_OUT", "PhotoCrops", "downscale", "load_fashion_mnist", "load_photo",
+    "FASHION_MNIST_DIR", "PHOTO_TRAIN", "PHOTO_HELD_OUT", "PhotoCrops", "downscale", "held_out_crops", "load_fashion_mnist",
+    "load_photo",
     "to_model_range",
 ]
 
@@ -124,3 +125,19 @@ class PhotoCrops:
             sel = rot == k
             x[sel] = x[sel].rot90(k, (-2, -1))
         return x
+
+
+def held_out_crops(size: int = 32, per_photo: int = 8, seed: int = 0) -> torch.Tensor:
+    """(len(PHOTO_HELD_OUT)·per_photo, 3, size, size) uint8: crops of the held-out photos at their own scale.
+
+    Positions are uniform, drawn with ``seed``; photo by photo in :data:`PHOTO_HELD_OUT` order.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    crops = []
+    for name in PHOTO_HELD_OUT:
+        photo = load_photo(name)
+        for _ in range(per_photo):
+            top = int(torch.randint(0, photo.shape[1] - size + 1, (), generator=gen))
+            left = int(torch.randint(0, photo.shape[2] - size + 1, (), generator=gen))
+            crops.append(photo[:, top : top + size, left : left + size])
+    return torch.stack(crops)

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from pgdm.engine import restorer
 
 from .grids import measurement_view, write_grid
-from .io import fit_size, list_images, read_image, write_image
+from .io import fit_size, is_colour, list_images, read_image, write_image
 from .measurements import last_operator, read_measurement
 from .metrics import consistency_rms, psnr, ssim
 from .operators import GaussianNoise, Inpaint, Operator, parse
@@ -84,6 +84,12 @@ def _images_without_masks(paths: list[Path], template: Operator, simulate: bool)
     return [p for p in paths if not (p.stem.endswith("_mask") and (p.parent, p.stem[: -len("_mask")]) in stems)]
 
 
+def embedded_model_for(paths: Sequence[Path], gray: bool = False) -> str:
+    """The embedded model for ``paths`` when no ``--model`` is given: "photo" (RGB) if any is in colour and
+    ``gray`` is not set, else "default" (grayscale)."""
+    return "default" if gray or not any(is_colour(p) for p in paths) else "photo"
+
+
 def _model_files(model: str) -> list[Path]:
     path = Path(model)
     return [path, path.with_suffix(".json")] if path.exists() else []
@@ -102,7 +108,8 @@ class RestoreJob:
 
         self.args, self.device, self.show_progress = args, device, show_progress and not args.quiet
         paths = list_images(args.inputs)
-        self.denoiser = load_model(args.model, config=args.config, device=device, dtype=DTYPES[args.dtype])
+        model = args.model or embedded_model_for(paths, args.gray)
+        self.denoiser = load_model(model, config=args.config, device=device, dtype=DTYPES[args.dtype])
         size = self.denoiser.image_size or args.size
         if size is None:
             raise ValueError("this model has no fixed image size: pass --size")
@@ -111,7 +118,7 @@ class RestoreJob:
         get_method(args.method).check_operator(self.template)  # before any work: e.g. DPS cannot run JPEG
         self.images = _images_without_masks(paths, self.template, args.simulate)
         self.names = output_names(self.images)
-        self.folder = OutputFolder(args.output, [*paths, *([args.mask] if args.mask else []), *_model_files(args.model)])
+        self.folder = OutputFolder(args.output, [*paths, *([args.mask] if args.mask else []), *_model_files(model)])
         self.targets = {p: self.folder.path(f"{self.names[p]}.png") for p in self.images}
         self.stds = {p: self.folder.path(f"{self.names[p]}_std.png") for p in self.images} if args.num_samples > 1 else {}
         if args.grid:

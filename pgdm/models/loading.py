@@ -33,8 +33,8 @@ __all__ = [
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "assets" / "default" / "model.safetensors"
 PHOTO_MODEL = Path(__file__).resolve().parents[1] / "assets" / "photo" / "model.safetensors"
-# Names load_model resolves to the models shipped inside the package.
-EMBEDDED_MODELS = {"default": DEFAULT_MODEL, "photo": PHOTO_MODEL}
+# Names load_model resolves to the models shipped inside the package (DEFAULT_MODEL, PHOTO_MODEL).
+EMBEDDED_MODELS = ("default", "photo")
 ConfigLike = str | Mapping[str, Any] | ModelConfig
 StateDict = dict[str, torch.Tensor]
 Layout = dict[str, tuple[int, ...]]
@@ -138,7 +138,7 @@ def load_network(
 
 def _resolve_spec(spec: str | os.PathLike[str]) -> Path:
     if spec in EMBEDDED_MODELS:
-        path = EMBEDDED_MODELS[spec]
+        path = DEFAULT_MODEL if spec == "default" else PHOTO_MODEL
         if not path.is_file():
             raise FileNotFoundError(f"the {spec} model is not installed: {path} is missing")
         return path
