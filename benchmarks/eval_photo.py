@@ -11,7 +11,11 @@ the photo model's training (``pgdm.data.PHOTO_HELD_OUT``: chelsea, flower). Per 
 - inpainting of a 30 % random pixel mask (one mask per crop): scikit-image's ``inpaint_biharmonic``
   (OpenCV is not installed here).
 
-    python benchmarks/eval_photo.py --model photo --per-photo 8 --steps 50 --samples 8 --out benchmarks/results/photo
+    python benchmarks/eval_photo.py --model photo --per-photo 8 --steps 50 --samples 8 --out benchmarks/results/photo \
+        --grid docs/photo_tasks.png --grid-crops 2 12
+
+``--grid`` writes one row per task and chosen crop: the measurement as it looks, the baseline, one ΠGDM sample, the
+mean of K, the clean crop.
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ from PIL import Image
 
 import pgdm
 from pgdm.data import PHOTO_HELD_OUT, held_out_crops, to_model_range
+from pgdm.grids import measurement_view, write_grid
 from pgdm.metrics import psnr, ssim
 from pgdm.ops import GaussianNoise, Inpaint, parse, random_pixel_mask
 from pgdm.sampler import summarize_samples
@@ -85,11 +90,16 @@ def baseline(spec: str, op, y: torch.Tensor, size: int) -> torch.Tensor:
     return op.pinv(y).clamp(-1, 1)  # JPEG: libjpeg's decoder
 
 
-def evaluate(denoiser: pgdm.Denoiser, x: torch.Tensor, steps: int, samples: int, seed: int) -> list[dict]:
-    """One dict per task; x: (B, 3, S, S) float in [-1, 1]."""
+GRID_LABELS = ["y", "baseline", "ΠGDM sample", "ΠGDM mean", "clean"]
+
+
+def evaluate(
+    denoiser: pgdm.Denoiser, x: torch.Tensor, steps: int, samples: int, seed: int, grid_crops: list[int] | None = None
+) -> tuple[list[dict], list[list[torch.Tensor]]]:
+    """(one dict per task, grid rows of the ``grid_crops`` per task); x: (B, 3, S, S) float in [-1, 1]."""
     restorer = pgdm.Restorer(denoiser, steps=steps, eta=1.0)
     b, _, s, _ = x.shape
-    rows = []
+    rows, grid = [], []
     for label, spec, sigma_y, base_name in TASKS:
         if spec.startswith("inpaint-random"):
             op = Inpaint(random_pixel_mask(s, s, 0.3, seed=seed, batch=b))  # one mask per crop
@@ -123,13 +133,16 @@ def evaluate(denoiser: pgdm.Denoiser, x: torch.Tensor, steps: int, samples: int,
             "seconds": round(seconds, 1),
         }
         rows.append(row)
+        for i in grid_crops or []:
+            view = measurement_view(y[i : i + 1], op, (s, s))
+            grid.append([view, base[i], one[i], mean[i], x[i]])
         print(
             f"{label:32s} {base_name:18s} {row['baseline_psnr']:6.2f} dB {row['baseline_ssim']:.3f} | sample {row['sample_psnr']:6.2f} "
             f"dB {row['sample_ssim']:.3f} | mean of {samples} {row['mean_psnr']:6.2f} dB {row['mean_ssim']:.3f} | grad energy "
             f"sample {row['sample_grad_energy']:.4f} mean {row['mean_grad_energy']:.4f} clean {row['clean_grad_energy']:.4f} | {seconds:.0f} s",
             flush=True,
         )
-    return rows
+    return rows, grid
 
 
 def main() -> None:
@@ -141,13 +154,17 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of crops, masks, noise and sampling (default: %(default)s)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--out", type=Path, help="folder for results.json")
+    p.add_argument("--grid", type=Path, help="write a grid PNG: one row per task and --grid-crops crop")
+    p.add_argument("--grid-crops", type=int, nargs="+", default=[0], help="crop indices for --grid (default: 0)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     denoiser = pgdm.load_model(args.model)
     x = to_model_range(held_out_crops(denoiser.image_size, args.per_photo, args.seed))
     print(f"{x.shape[0]} crops of {', '.join(PHOTO_HELD_OUT)}; {args.steps} steps, mean of {args.samples} samples, model {args.model}")
-    rows = evaluate(denoiser, x, args.steps, args.samples, args.seed)
+    rows, grid = evaluate(denoiser, x, args.steps, args.samples, args.seed, args.grid_crops if args.grid else None)
+    if args.grid:
+        print(f"wrote {write_grid(grid, GRID_LABELS, args.grid)}")
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         meta = {"model": args.model, "crops": x.shape[0], "held_out": list(PHOTO_HELD_OUT), "steps": args.steps, "samples": args.samples}
