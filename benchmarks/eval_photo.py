@@ -90,7 +90,7 @@ def baseline(spec: str, op, y: torch.Tensor, size: int) -> torch.Tensor:
     return op.pinv(y).clamp(-1, 1)  # JPEG: libjpeg's decoder
 
 
-GRID_LABELS = ["y", "baseline", "ΠGDM sample", "ΠGDM mean", "clean"]
+GRID_LABELS = ["y (measured)", "baseline", "one sample", "mean of K", "clean"]  # ASCII: the default font has no "Π"
 
 
 def evaluate(
