@@ -1,4 +1,5 @@
-"""Datasets for training the default model: Fashion-MNIST from Debian's ``dataset-fashion-mnist``."""
+"""Training data: Fashion-MNIST from Debian's ``dataset-fashion-mnist`` (the default model) and random crops of
+the colour photos shipped with scikit-image and scikit-learn (the photo model)."""
 from __future__ import annotations
 
 import gzip
@@ -7,7 +8,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["FASHION_MNIST_DIR", "load_fashion_mnist", "to_model_range"]
+__all__ = [
+    "FASHION_MNIST_DIR", "PHOTO_TRAIN", "PHOTO_HELD_OUT", "PhotoCrops", "downscale", "held_out_crops", "load_fashion_mnist",
+    "load_photo",
+    "to_model_range",
+]
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 _FILES = {"train": "train-images-idx3-ubyte.gz", "test": "t10k-images-idx3-ubyte.gz"}
@@ -41,3 +46,98 @@ def load_fashion_mnist(root: str | Path = FASHION_MNIST_DIR, split: str = "train
 def to_model_range(images: torch.Tensor) -> torch.Tensor:
     """uint8 [0, 255] → float32 [-1, 1]."""
     return images.float() / 127.5 - 1.0
+
+
+# Colour photos shipped inside scikit-image (``skimage.data``) and scikit-learn
+# (``sklearn.datasets.load_sample_images``). The photo model trains on PHOTO_TRAIN; PHOTO_HELD_OUT is kept
+# out of training for evaluation (benchmarks/eval_photo.py, ``pgdm demo --photos``).
+PHOTO_TRAIN = ("astronaut", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field", "motorcycle", "china")
+PHOTO_HELD_OUT = ("chelsea", "flower")
+_SKLEARN_PHOTOS = {"china": "china.jpg", "flower": "flower.jpg"}
+
+
+def load_photo(name: str) -> torch.Tensor:
+    """One bundled colour photo as (3, H, W) uint8, e.g. ``load_photo("chelsea")`` is (3, 300, 451).
+
+    ``name``: one of :data:`PHOTO_TRAIN` or :data:`PHOTO_HELD_OUT` (``motorcycle`` is the left view of
+    ``skimage.data.stereo_motorcycle``). Needs scikit-image, and scikit-learn for china and flower.
+    """
+    if name not in PHOTO_TRAIN + PHOTO_HELD_OUT:
+        raise ValueError(f"unknown photo {name!r}; choose from {', '.join(PHOTO_TRAIN + PHOTO_HELD_OUT)}")
+    try:
+        if name in _SKLEARN_PHOTOS:
+            from sklearn.datasets import load_sample_image
+
+            arr = load_sample_image(_SKLEARN_PHOTOS[name])
+        else:
+            import skimage.data
+
+            arr = skimage.data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(skimage.data, name)()
+    except ImportError as e:
+        raise ImportError(f"photo {name!r} ships with {e.name}; install scikit-image and scikit-learn (pip install 'pgdm[dev]')") from None
+    return torch.from_numpy(np.array(arr[..., :3])).permute(2, 0, 1).contiguous()
+
+
+def downscale(image: torch.Tensor, factor: float) -> torch.Tensor:
+    """(3, H, W) uint8 → (3, round(H/factor), round(W/factor)) uint8 by Pillow's antialiased bicubic."""
+    from PIL import Image
+
+    h, w = (max(1, round(s / factor)) for s in image.shape[1:])
+    im = Image.fromarray(image.permute(1, 2, 0).numpy()).resize((w, h), Image.Resampling.BICUBIC)
+    return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).contiguous()
+
+
+class PhotoCrops:
+    """Random square crops of colour photos at several scales, with flips and 90° rotations.
+
+    Each photo is downscaled once by ``scales`` factors (log-spaced from 1 to ``max_downscale``); a crop picks a
+    photo, then a scale, uniformly, then a uniform position, a horizontal flip (p = 1/2) and a rotation by
+    k·90°, k uniform in 0..3. Scales at which the photo is smaller than ``size`` are skipped.
+    """
+
+    def __init__(self, names: tuple[str, ...] = PHOTO_TRAIN, size: int = 32, max_downscale: float = 4.0, scales: int = 7):
+        self.size = size
+        factors = np.geomspace(1.0, max_downscale, scales) if scales > 1 else np.ones(1)
+        self.levels: list[list[torch.Tensor]] = []
+        for name in names:
+            photo = load_photo(name)
+            levels = [photo if f == 1.0 else downscale(photo, float(f)) for f in factors]
+            levels = [im for im in levels if min(im.shape[1:]) >= size]
+            if not levels:
+                raise ValueError(f"photo {name!r} {tuple(photo.shape[1:])} is smaller than the {size}×{size} crop")
+            self.levels.append(levels)
+
+    def sample(self, batch: int, gen: torch.Generator) -> torch.Tensor:
+        """(batch, 3, size, size) float32 in [-1, 1], drawn with ``gen``."""
+        s = self.size
+        u = torch.rand(batch, 4, generator=gen, dtype=torch.float64)
+        flip = torch.rand(batch, generator=gen) < 0.5
+        rot = torch.randint(0, 4, (batch,), generator=gen)
+        crops = []
+        for (up, us, uy, ux) in u.tolist():
+            levels = self.levels[int(up * len(self.levels))]
+            im = levels[int(us * len(levels))]
+            top, left = int(uy * (im.shape[1] - s + 1)), int(ux * (im.shape[2] - s + 1))
+            crops.append(im[:, top : top + s, left : left + s])
+        x = to_model_range(torch.stack(crops))  # (B, 3, s, s)
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        for k in (1, 2, 3):
+            sel = rot == k
+            x[sel] = x[sel].rot90(k, (-2, -1))
+        return x
+
+
+def held_out_crops(size: int = 32, per_photo: int = 8, seed: int = 0) -> torch.Tensor:
+    """(len(PHOTO_HELD_OUT)·per_photo, 3, size, size) uint8: crops of the held-out photos at their own scale.
+
+    Positions are uniform, drawn with ``seed``; photo by photo in :data:`PHOTO_HELD_OUT` order.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    crops = []
+    for name in PHOTO_HELD_OUT:
+        photo = load_photo(name)
+        for _ in range(per_photo):
+            top = int(torch.randint(0, photo.shape[1] - size + 1, (), generator=gen))
+            left = int(torch.randint(0, photo.shape[2] - size + 1, (), generator=gen))
+            crops.append(photo[:, top : top + size, left : left + size])
+    return torch.stack(crops)

@@ -23,6 +23,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "ImageLike",
     "read_image",
+    "is_colour",
     "pixels_to_tensor",
     "write_image",
     "write_bytes_atomic",
@@ -82,11 +83,29 @@ def read_image(path: str | Path, channels: int, *, to_gray: bool = False, notes:
         arr = arr[..., 0]
     if arr.ndim == 3 and channels == 1:
         if not to_gray:
-            raise ValueError(f"{path}: a colour image, but this model restores grayscale images; pass --gray to convert it")
+            raise ValueError(
+                f"{path}: a colour image, but this model restores grayscale images; pass --gray to convert it or use a colour "
+                "model (--model photo)"
+            )
         arr = arr[..., 0] * 0.299 + arr[..., 1] * 0.587 + arr[..., 2] * 0.114
         if notes is not None:
             notes.append(f"{path}: colour converted to grayscale for this 1-channel model")
     return pixels_to_tensor(arr, channels, full)
+
+
+def is_colour(path: str | Path) -> bool:
+    """Whether ``path`` reads as a colour image with :func:`read_image` (RGB with channels that differ).
+
+    An unreadable file answers False (reading it later reports the problem).
+    """
+    try:
+        with Image.open(path) as im:
+            if im.mode in ("L", "LA", "1", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+                return False
+            arr = np.asarray(im.convert("RGB"))
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return False
+    return not _is_gray(arr)
 
 
 def pixels_to_tensor(arr: np.ndarray, channels: int, full: float = 255.0) -> torch.Tensor:

@@ -9,9 +9,11 @@ from pgdm.engine.options import BACKENDS, PRECISIONS
 __all__ = ["add_model_options", "add_engine_options"]
 
 
-def add_model_options(p: argparse.ArgumentParser) -> None:
-    """--model, --config."""
-    p.add_argument("--model", default="default", help="'default', a checkpoint (.pt/.safetensors) or a diffusers folder (default: %(default)s)")
+def add_model_options(p: argparse.ArgumentParser, default: str | None = "default") -> None:
+    """--model, --config. ``default`` None: the embedded model that fits the inputs' colour."""
+    chosen = "'photo' when an input is in colour and --gray is not given, else 'default'" if default is None else f"{default!r}"
+    p.add_argument("--model", default=default, help="'default' (embedded, 32×32 grayscale), 'photo' (embedded, 32×32 RGB), a checkpoint "
+                   f"(.pt/.safetensors) or a diffusers folder (default: {chosen})")  # fmt: skip
     p.add_argument("--config", help="model preset name (e.g. 256x256_diffusion_uncond) or JSON config file, when the layout cannot be inferred")
 
 

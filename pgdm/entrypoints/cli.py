@@ -26,6 +26,8 @@ from .restore_job import GRID_LABELS, RestoreJob, print_summary
 from .serve.cli import add_parser as add_serve_parser
 
 DEMO_IMAGES = Path(pgdm.__file__).parent / "assets" / "demo"
+# 32×32 crops of the photos held out of the photo model's training (chelsea, flower), at their own scale.
+PHOTO_DEMO_IMAGES = Path(pgdm.__file__).parent / "assets" / "photo_demo"
 
 
 def restore_config(args: argparse.Namespace) -> RestoreJobConfig:
@@ -119,21 +121,29 @@ DEMO_TASKS = [
     ("sr2+inpaint-center+jpeg25", 0.0, "composed: SR×2, a centre hole, then JPEG 25"),
     ("inpaint-random0.5", 0.05, "noisy inpainting: half the pixels, σ_y = 0.05"),
 ]
+PHOTO_DEMO_TASKS = [
+    ("denoise", 0.1, "denoising, σ_y = 0.1"),
+    ("jpeg10", 0.0, "JPEG quality 10"),
+    ("sr2-bicubic", 0.0, "super-resolution ×2 (bicubic)"),
+    ("inpaint-random0.3", 0.0, "inpainting: 30 % of the pixels missing"),
+]
 
 
 def demo(args) -> int:
-    """``pgdm demo``: the default model on the bundled test images, several tasks, grids and a PSNR table."""
+    """``pgdm demo``: the default model on the bundled test images (``--photos``: the photo model on held-out photo
+    crops), several tasks, grids and a PSNR table."""
     out = Path(args.output)
+    images, tasks, model = (PHOTO_DEMO_IMAGES, PHOTO_DEMO_TASKS, "photo") if args.photos else (DEMO_IMAGES, DEMO_TASKS, "default")
     rows = []
-    for n, (task, sigma, title) in enumerate(DEMO_TASKS, 1):
+    for n, (task, sigma, title) in enumerate(tasks, 1):
         name = task.replace("+", "_")
         config = RestoreJobConfig(
             task=TaskSettings(task, sigma),
-            io=IOSettings((DEMO_IMAGES,), out / name, simulate=True, grid=out / f"{name}_grid.png", overwrite=True,
-                          quiet=args.quiet, label=f"[{n}/{len(DEMO_TASKS)}] {task}"),
+            io=IOSettings((images,), out / name, simulate=True, grid=out / f"{name}_grid.png", overwrite=True,
+                          quiet=args.quiet, label=f"[{n}/{len(tasks)}] {task}"),
             sampler=sampler_settings(steps=args.steps),
             engine=EngineSettings(batch_size=16),
-            model=ModelSettings(device=args.device),
+            model=ModelSettings(model, device=args.device),
         )  # fmt: skip
         code = run_restore(config)
         if code:
@@ -141,7 +151,7 @@ def demo(args) -> int:
         m = MetricsFile(out / name / "metrics.json").read()
         mean = lambda k: sum(v[k] for v in m.values()) / len(m)  # noqa: E731
         rows.append((title, mean("pinv_psnr"), mean("psnr"), mean("seconds")))
-        print(f"[{n}/{len(DEMO_TASKS)}] {title}: h†(y) {rows[-1][1]:.2f} dB → ΠGDM {rows[-1][2]:.2f} dB", flush=True)
+        print(f"[{n}/{len(tasks)}] {title}: h†(y) {rows[-1][1]:.2f} dB → ΠGDM {rows[-1][2]:.2f} dB", flush=True)
     print(f"\n{'task':48s} {'h†(y) PSNR':>11s} {'ΠGDM PSNR':>10s} {'s/img':>7s}")
     for title, base, ours, sec in rows:
         print(f"{title:48s} {base:11.2f} {ours:10.2f} {sec:7.2f}")
@@ -150,7 +160,7 @@ def demo(args) -> int:
 
 
 def _add_restore_options(p: argparse.ArgumentParser) -> None:
-    add_model_options(p)
+    add_model_options(p, default=None)
     p.add_argument("--steps", type=int, default=100, help="sampling steps (default: %(default)s)")
     p.add_argument("--method", choices=sorted(METHODS), default="pigdm", help="restoration method (docs/methods.md; default: %(default)s)")
     p.add_argument("--eta", type=float, help="DDIM η in [0, 1] for the methods that have one (default: the method's, ΠGDM 1.0)")
@@ -171,7 +181,8 @@ def _add_restore_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--simulate", action="store_true", help="inputs are clean images: degrade with TASK, restore, report metrics")
     p.add_argument("--grid", type=Path, help="write a labelled comparison grid (y | pseudo-inverse h†(y) | restored | clean) to this PNG")
     p.add_argument("--overwrite", action="store_true", help="redo outputs that already exist (inputs are never overwritten)")
-    p.add_argument("--gray", action="store_true", help="convert colour inputs to grayscale for a 1-channel model (announced per file)")
+    p.add_argument("--gray", action="store_true", help="convert colour inputs to grayscale for a 1-channel model (announced per file; "
+                   "without --model: the default model)")  # fmt: skip
     fit = p.add_mutually_exclusive_group()
     fit.add_argument("--resize", dest="fit", action="store_const", const="resize",
                      help="resize each input so the restored image has the model's size (for srF the measurement to 1/F of it); "
@@ -220,18 +231,21 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--crop", dest="fit", action="store_const", const="crop", help="centre-crop instead of resizing to --size")
     p.set_defaults(run=degrade_files, fit=None)
 
-    p = sub.add_parser("demo", help="run the default model on bundled test images", formatter_class=raw,
-                       description="Restore the bundled Fashion-MNIST test images under several tasks with the default model.",
-                       epilog="example:\n  pgdm demo -o demo_out --steps 100")  # fmt: skip
+    p = sub.add_parser("demo", help="run an embedded model on bundled test images", formatter_class=raw,
+                       description="Restore the bundled Fashion-MNIST test images under several tasks with the default model\n"
+                       "(--photos: crops of held-out colour photos with the photo model).",
+                       epilog="examples:\n  pgdm demo -o demo_out --steps 100\n  pgdm demo --photos -o demo_photos")  # fmt: skip
+    p.add_argument("--photos", action="store_true", help="the photo model on held-out photo crops: denoising, JPEG, SR×2, inpainting")
     p.add_argument("-o", "--output", default="demo_out", help="output folder (default: %(default)s)")
     p.add_argument("--steps", type=int, default=100, help="sampling steps (default: %(default)s)")
     p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bars (the per-task lines are still printed)")
     p.set_defaults(run=demo)
 
-    p = sub.add_parser("train", help="train the default-model architecture on Fashion-MNIST", formatter_class=raw,
-                       description="Train an ADM ε-prediction model on Fashion-MNIST (resumable).",
-                       epilog="example:\n  pgdm train --steps 20000 --out runs/fashion32 --export model.safetensors")  # fmt: skip
+    p = sub.add_parser("train", help="train the embedded models' architecture (Fashion-MNIST or photo crops)", formatter_class=raw,
+                       description="Train an ADM ε-prediction model on Fashion-MNIST or on crops of photos (resumable).",
+                       epilog="examples:\n  pgdm train --steps 20000 --out runs/fashion32 --export model.safetensors\n"
+                              "  pgdm train --dataset photos --out runs/photo32 --export photo.safetensors")  # fmt: skip
     train_cmd.add_arguments(p)
     p.set_defaults(run=train_cmd.run)
 

@@ -73,11 +73,12 @@ def sampler_settings(method: str = "pigdm", steps: int = 100, eta: float | None 
 
 @dataclass(frozen=True)
 class ModelSettings:
-    """The network: ``name`` is 'default', a checkpoint (.pt/.safetensors) or a diffusers folder; ``config`` a
+    """The network: ``name`` is 'default', 'photo', a checkpoint (.pt/.safetensors) or a diffusers folder (None: the
+    restore job picks the embedded model that fits its inputs' colour); ``config`` a
     preset name or JSON file when the layout cannot be inferred; ``size`` the image size for models without a
     fixed one; ``device`` a torch device name."""
 
-    name: str = "default"
+    name: str | None = "default"
     config: str | None = None
     size: int | None = None
     device: str = "cpu"
@@ -98,8 +99,8 @@ class ModelSettings:
 
     def files(self) -> list[Path]:
         """The model's own files (never written over by a job's outputs)."""
-        path = Path(self.name)
-        return [path, path.with_suffix(".json")] if path.exists() else []
+        path = Path(self.name or "")
+        return [path, path.with_suffix(".json")] if self.name and path.exists() else []
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 import time
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -19,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from pgdm.grids import measurement_view, write_grid
-from pgdm.io import fit_size, list_images, read_image, write_image
+from pgdm.io import fit_size, is_colour, list_images, read_image, write_image
 from pgdm.measurements import image_shape_of, read_measurement
 from pgdm.methods import get_method
 from pgdm.metrics import consistency_rms, psnr, ssim
@@ -57,6 +58,12 @@ def _images_without_masks(paths: list[Path], template: Operator, simulate: bool)
     return [p for p in paths if not (p.stem.endswith("_mask") and (p.parent, p.stem[: -len("_mask")]) in stems)]
 
 
+def embedded_model_for(paths: Sequence[Path], gray: bool = False) -> str:
+    """The embedded model for ``paths`` when no ``--model`` is given: "photo" (RGB) if any is in colour and
+    ``gray`` is not set, else "default" (grayscale)."""
+    return "default" if gray or not any(is_colour(p) for p in paths) else "photo"
+
+
 class RestoreJob:
     """The job ``config`` set up on ``device``: model loaded, output folder checked.
 
@@ -69,6 +76,9 @@ class RestoreJob:
         task, io = config.task, config.io
         self.config, self.device, self.show_progress = config, device, show_progress and not io.quiet
         paths = list_images(io.inputs)
+        if config.model.name is None:  # the embedded model that fits the inputs' colour
+            config = dataclasses.replace(config, model=dataclasses.replace(config.model, name=embedded_model_for(paths, io.gray)))
+            self.config = config
         self.denoiser = config.model.load(device)
         size = self.denoiser.image_size or config.model.size
         if size is None and io.fit is not None:

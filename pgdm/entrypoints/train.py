@@ -1,4 +1,5 @@
-"""Train an ADM ε-prediction model (the default model: Fashion-MNIST 32×32 grayscale).
+"""Train an ADM ε-prediction model: the default model (Fashion-MNIST 32×32 grayscale) or the photo model
+(32×32 RGB crops of the colour photos shipped with scikit-image and scikit-learn), by ``--dataset``.
 
 Plain DDPM training (Ho et al. 2020): uniform t, ε-MSE, AdamW with warm-up, gradient clipping,
 an EMA of the weights. Checkpoints hold model, EMA, optimiser, step and RNG state and are written
@@ -20,10 +21,10 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from pgdm import schedules
-from pgdm.data import FASHION_MNIST_DIR, load_fashion_mnist, to_model_range
+from pgdm.data import FASHION_MNIST_DIR, PHOTO_HELD_OUT, PHOTO_TRAIN, PhotoCrops, load_fashion_mnist, to_model_range
 from pgdm.models.presets import ModelConfig
 
-__all__ = ["TrainConfig", "DEFAULT_NETWORK", "train", "export_ema", "add_arguments", "run"]
+__all__ = ["TrainConfig", "DATASETS", "DEFAULT_NETWORK", "PHOTO_NETWORK", "train", "export_ema", "add_arguments", "run"]
 
 # The default model (guided-diffusion create_model kwargs): 1.37 M parameters, sized so a CPU run
 # of a few hours gives a usable prior on 32×32 grayscale images.
@@ -42,6 +43,20 @@ DEFAULT_NETWORK: dict = {
     "class_cond": False,
 }
 
+# The photo model: the same network on RGB, without dropout (a short run on many distinct crops does not overfit).
+PHOTO_NETWORK: dict = {**DEFAULT_NETWORK, "channels": 3, "dropout": 0.0}
+
+# --dataset name → (network, model name, description written into the exported JSON).
+DATASETS: dict[str, tuple[dict, str, str]] = {
+    "fashion-mnist": (DEFAULT_NETWORK, "fashion32", "Fashion-MNIST train split (60 000 images), 28×28 padded to 32×32 with black"),
+    "photos": (
+        PHOTO_NETWORK,
+        "photo32",
+        f"random crops of {', '.join(PHOTO_TRAIN)} (skimage.data, sklearn sample images), downscaled by 1-4× "
+        f"(7 log-spaced factors), flipped and rotated by k·90°; held out: {', '.join(PHOTO_HELD_OUT)}",
+    ),
+}
+
 
 # Settings a resumed run may change; any other difference from the checkpoint's config is refused.
 _RESUMABLE = frozenset({"steps", "checkpoint_every", "threads", "out_dir", "data"})
@@ -50,6 +65,7 @@ _RESUMABLE = frozenset({"steps", "checkpoint_every", "threads", "out_dir", "data
 @dataclass
 class TrainConfig:
     out_dir: str = "runs/fashion32"
+    dataset: str = "fashion-mnist"
     data: str = str(FASHION_MNIST_DIR)
     image_size: int = 32
     steps: int = 20000
@@ -65,7 +81,25 @@ class TrainConfig:
     network: dict = field(default_factory=lambda: dict(DEFAULT_NETWORK))
 
     def model_config(self) -> ModelConfig:
-        return ModelConfig("adm", {**self.network, "image_size": self.image_size}, self.schedule, self.T, name="fashion32")
+        name = DATASETS[self.dataset][1]
+        return ModelConfig("adm", {**self.network, "image_size": self.image_size}, self.schedule, self.T, name=name)
+
+    def batches(self):
+        """A function ``gen -> x0``: one training batch (batch_size, C, image_size, image_size) float32 in [-1, 1]."""
+        if self.dataset == "photos":
+            crops = PhotoCrops(size=self.image_size)
+            return lambda gen: crops.sample(self.batch_size, gen)
+        if self.dataset != "fashion-mnist":
+            raise ValueError(f"unknown dataset {self.dataset!r}; choose from {', '.join(DATASETS)}")
+        images = load_fashion_mnist(self.data, "train", self.image_size)
+
+        def fashion_batch(gen: torch.Generator) -> torch.Tensor:
+            idx = torch.randint(0, images.shape[0], (self.batch_size,), generator=gen)
+            x0 = to_model_range(images[idx])
+            flip = torch.rand(self.batch_size, generator=gen) < 0.5
+            return torch.where(flip[:, None, None, None], x0.flip(-1), x0)
+
+        return fashion_batch
 
 
 def _atomic_save(obj, path: Path) -> None:
@@ -81,7 +115,7 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> Pa
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "checkpoint.pt"
-    images = load_fashion_mnist(cfg.data, "train", cfg.image_size)
+    next_batch = cfg.batches()
     acp = schedules.from_name(cfg.schedule, cfg.T).float()
 
     torch.manual_seed(cfg.seed)
@@ -92,7 +126,8 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> Pa
     step, losses, elapsed = 0, [], 0.0
     if resume and ckpt_path.exists():
         state = torch.load(ckpt_path, weights_only=True)
-        changed = sorted(k for k, v in asdict(cfg).items() if k not in _RESUMABLE and state["config"].get(k) != v)
+        saved = asdict(TrainConfig(**state["config"]))  # fills settings added since the checkpoint with their defaults
+        changed = sorted(k for k, v in asdict(cfg).items() if k not in _RESUMABLE and saved[k] != v)
         if changed:
             raise ValueError(f"{ckpt_path} was trained with other settings ({', '.join(changed)}); use another --out or --no-resume")
         net.load_state_dict(state["model"])
@@ -107,10 +142,7 @@ def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> Pa
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc="train", dynamic_ncols=True)
     start = time.time()
     while step < cfg.steps:
-        idx = torch.randint(0, images.shape[0], (cfg.batch_size,), generator=gen)
-        x0 = to_model_range(images[idx])
-        flip = torch.rand(cfg.batch_size, generator=gen) < 0.5
-        x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
+        x0 = next_batch(gen)
         t = torch.randint(0, cfg.T, (cfg.batch_size,), generator=gen)
         eps = torch.randn(x0.shape, generator=gen)
         a = acp[t].view(-1, 1, 1, 1)
@@ -162,8 +194,9 @@ def export_ema(checkpoint: str | Path, dst: str | Path) -> Path:
     recent = state["losses"][-1000:]
     meta = cfg.model_config().to_dict() | {
         "training": {
-            "command": f"pgdm train --steps {cfg.steps} --batch {cfg.batch_size} --lr {cfg.lr} --ema {cfg.ema_decay} --schedule {cfg.schedule}",
-            "dataset": "Fashion-MNIST train split (60 000 images), 28×28 padded to 32×32 with black",
+            "command": f"pgdm train --dataset {cfg.dataset} --steps {cfg.steps} --batch {cfg.batch_size} --lr {cfg.lr} "
+            f"--ema {cfg.ema_decay} --schedule {cfg.schedule}",
+            "dataset": DATASETS[cfg.dataset][2],
             "steps": state["step"],
             "batch_size": cfg.batch_size,
             "seconds": round(state["seconds"]),
@@ -176,6 +209,9 @@ def export_ema(checkpoint: str | Path, dst: str | Path) -> Path:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = TrainConfig()
+    p.add_argument("--dataset", choices=list(DATASETS), default=d.dataset,
+                   help="fashion-mnist: the default model (1 channel); photos: the photo model (RGB crops of the photos in "
+                   "scikit-image and scikit-learn) (default: %(default)s)")  # fmt: skip
     p.add_argument("--data", default=d.data, help="folder with the Fashion-MNIST IDX .gz files (default: %(default)s)")
     p.add_argument("--out", default=d.out_dir, help="run folder for checkpoints (default: %(default)s)")
     p.add_argument("--size", type=int, default=d.image_size, help="image size after padding (default: %(default)s)")
@@ -194,6 +230,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(
         out_dir=args.out,
+        dataset=args.dataset,
         data=args.data,
         image_size=args.size,
         steps=args.steps,
@@ -204,6 +241,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         checkpoint_every=args.checkpoint_every,
         threads=args.threads,
+        network=dict(DATASETS[args.dataset][0]),
     )
     ckpt = train(cfg, resume=not args.no_resume)
     if args.export:

@@ -4,6 +4,8 @@ from .ddpm import DDPMUNet, ddpm_timestep_embedding
 from .diffusers_unet import DiffusersUNet
 from .loading import (
     DEFAULT_MODEL,
+    EMBEDDED_MODELS,
+    PHOTO_MODEL,
     check_state_dict,
     convert_checkpoint,
     infer_config,
@@ -22,6 +24,8 @@ __all__ = [
     "ModelConfig",
     "PRESETS",
     "DEFAULT_MODEL",
+    "EMBEDDED_MODELS",
+    "PHOTO_MODEL",
     "create_model",
     "load_model",
     "load_network",

@@ -20,6 +20,8 @@ from .presets import PRESETS, ModelConfig
 
 __all__ = [
     "DEFAULT_MODEL",
+    "EMBEDDED_MODELS",
+    "PHOTO_MODEL",
     "ConfigLike",
     "check_state_dict",
     "convert_checkpoint",
@@ -30,6 +32,9 @@ __all__ = [
 ]
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "assets" / "default" / "model.safetensors"
+PHOTO_MODEL = Path(__file__).resolve().parents[1] / "assets" / "photo" / "model.safetensors"
+# Names load_model resolves to the models shipped inside the package (DEFAULT_MODEL, PHOTO_MODEL).
+EMBEDDED_MODELS = ("default", "photo")
 ConfigLike = str | Mapping[str, Any] | ModelConfig
 StateDict = dict[str, torch.Tensor]
 Layout = dict[str, tuple[int, ...]]
@@ -132,10 +137,11 @@ def load_network(
 
 
 def _resolve_spec(spec: str | os.PathLike[str]) -> Path:
-    if spec == "default":
-        if not DEFAULT_MODEL.is_file():
-            raise FileNotFoundError(f"the default model is not installed: {DEFAULT_MODEL} is missing")
-        return DEFAULT_MODEL
+    if spec in EMBEDDED_MODELS:
+        path = DEFAULT_MODEL if spec == "default" else PHOTO_MODEL
+        if not path.is_file():
+            raise FileNotFoundError(f"the {spec} model is not installed: {path} is missing")
+        return path
     path = Path(spec)
     if not path.exists():
         hint = f"; to use preset {spec!r}, pass its checkpoint path and config={spec!r}" if spec in PRESETS else ""
@@ -158,7 +164,8 @@ def load_model(
               state dict read with ``torch.load(weights_only=True)``;
             - a ``.safetensors`` file, with its config in the JSON file of the same name beside it;
             - a diffusers ``UNet2DModel`` folder (pipeline root or ``unet/``; needs ``pgdm[diffusers]``);
-            - ``"default"``: the model shipped in ``pgdm/assets/default/``.
+            - ``"default"``: the model shipped in ``pgdm/assets/default/`` (32×32 grayscale, Fashion-MNIST);
+            - ``"photo"``: the model shipped in ``pgdm/assets/photo/`` (32×32 RGB patches of natural photos).
         config: a preset name (``"256x256_diffusion_uncond"``, ``"ffhq_10m"``, … see
             :data:`PRESETS`), a dict of guided-diffusion ``create_model`` kwargs or of the JSON
             config form, or a :class:`ModelConfig`. Default: the JSON beside a ``.safetensors``

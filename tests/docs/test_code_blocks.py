@@ -2,11 +2,11 @@
 example of ``pgdm ... --help``.
 
 Python blocks run with this interpreter (the project's venv) as a script in a fresh working directory holding a
-copy of the bundled demo images at their repository path (``pgdm/assets/demo/``), with ``-I`` so that folder
-never shadows the installed package; bash blocks run there too, under ``bash -e -o pipefail``, with the
-interpreter's bin folder first on PATH, and both with one OpenMP thread unless OMP_NUM_THREADS is set. A block
-whose previous non-blank line is ``<!-- skip: REASON -->`` is reported as skipped with that reason;
-``<!-- slow -->`` marks it ``slow``.
+copy of the bundled demo images at their repository paths (``pgdm/assets/demo/``, ``pgdm/assets/photo_demo/``),
+with ``-I`` so that folder never shadows the installed package; bash blocks run there too, under
+``bash -e -o pipefail``, with the interpreter's bin folder first on PATH, and both with one OpenMP thread unless
+OMP_NUM_THREADS is set. A block whose previous non-blank line is ``<!-- skip: REASON -->`` is reported as skipped
+with that reason; ``<!-- slow -->`` marks it ``slow``.
 """
 from __future__ import annotations
 
@@ -78,8 +78,9 @@ def _param(block: Block):
 
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
-    """A fresh folder laid out like a checkout for the docs' paths: pgdm/assets/demo/*.png."""
-    shutil.copytree(ROOT / "pgdm" / "assets" / "demo", tmp_path / "pgdm" / "assets" / "demo")
+    """A fresh folder laid out like a checkout for the docs' paths: pgdm/assets/demo/*.png, pgdm/assets/photo_demo/*.png."""
+    for folder in ("demo", "photo_demo"):
+        shutil.copytree(ROOT / "pgdm" / "assets" / folder, tmp_path / "pgdm" / "assets" / folder)
     return tmp_path
 
 

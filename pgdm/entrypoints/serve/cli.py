@@ -18,10 +18,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "/readyz, /metrics (Prometheus). Concurrent requests of the same task and size run as one batch.\n"
         "Needs pip install 'pgdm[serve]'. SIGTERM stops accepting and answers every request in flight first.",
         epilog="examples:\n  pgdm serve --model default --port 8000\n"
+        "  pgdm serve --model photo --port 8000   # colour uploads\n"
         "  pgdm serve --max-batch 32 --max-wait-ms 20 --token-file token.txt\n"
         "  curl -F task=sr4 -F image=@low.png -F seed=0 http://127.0.0.1:8000/v1/restore -o restored.png",
     )  # fmt: skip
-    add_model_options(p)
+    add_model_options(p, default="default")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s; 0.0.0.0 for every interface)")
     p.add_argument("--port", type=int, default=8000, help="port (default: %(default)s; 0: any free port, printed at start)")
     add_engine_options(p)
