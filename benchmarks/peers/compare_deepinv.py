@@ -157,7 +157,7 @@ def posterior_table(dinv, nfes: list[int], n: int) -> None:
     """DDRM on the analytic Gaussian-mixture prior of ``pgdm bench posterior`` (exact ε, 8×8): sliced W2 of n samples
     to n exact posterior draws, for pgdm's DDRM, deepinv's as shipped and deepinv's with full-scale noise."""
     from pgdm.analytic import gmm_posterior, mixture_denoiser, sample_mixture, sliced_w2
-    from pgdm.bench.posterior import SHAPE, TASKS, _dense
+    from pgdm.entrypoints.bench.posterior import SHAPE, TASKS, _dense
     from pgdm.units import sigma_to_model
 
     den, means, stds, weights = mixture_denoiser(SHAPE)

@@ -64,7 +64,7 @@ def test_bench_tune_reports_the_best_value_of_a_direct_restore(tmp_path, capsys)
     import torch
 
     import pgdm
-    from pgdm.bench.tune import tune_images
+    from pgdm.entrypoints.bench.tune import tune_images
     from pgdm.metrics import psnr
     from tiny_model import save_tiny_model, write_test_images
 

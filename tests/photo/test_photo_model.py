@@ -8,13 +8,13 @@ import torch
 from PIL import Image
 
 import pgdm
-from pgdm.cli import PHOTO_DEMO_IMAGES, main
+from pgdm.entrypoints.cli import PHOTO_DEMO_IMAGES, main
 from pgdm.data import PHOTO_HELD_OUT, PHOTO_TRAIN
 from pgdm.io import read_image
 from pgdm.metrics import psnr
 from pgdm.models import PHOTO_MODEL
 from pgdm.ops import GaussianNoise, parse
-from pgdm.restore_job import embedded_model_for
+from pgdm.entrypoints.restore_job import embedded_model_for
 
 
 @pytest.fixture(scope="module")

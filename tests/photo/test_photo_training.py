@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import pgdm
-from pgdm.train import PHOTO_NETWORK, TrainConfig, export_ema, train
+from pgdm.entrypoints.train import PHOTO_NETWORK, TrainConfig, export_ema, train
 
 pytest.importorskip("skimage")
 pytest.importorskip("sklearn")
