@@ -40,7 +40,7 @@ class EngineConfig:
     """Everything an :class:`Engine` is built from.
 
     Attributes:
-        method, steps, eta, start_step, clip_denoised, method_options: the sampler's settings, as for
+        method, steps, eta, start_step, clip_denoised, method_options, end_on_measurement: the sampler's settings, as for
             :class:`pgdm.Restorer` (validated once, into ``sampler``, a :class:`pgdm.sampler.SamplerSettings`).
         backend: ``"eager"`` (debugging; same numbers as ``Restorer``), ``"compile"`` (``torch.compile`` of
             the whole step, CPU or CUDA) or ``"cudagraph"`` (CUDA only: the step, compiled unless
@@ -78,6 +78,7 @@ class EngineConfig:
     warmup_iters: int = 2
     method: str = "pigdm"
     method_options: Mapping[str, float | None] | None = field(default=None, hash=False)
+    end_on_measurement: bool = True
     sampler: SamplerSettings = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -85,7 +86,9 @@ class EngineConfig:
             raise ValueError(f"unknown backend {self.backend!r}; expected one of {', '.join(BACKENDS)}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; expected one of {', '.join(PRECISIONS)}")
-        object.__setattr__(self, "sampler", settings_from(self.method, self.steps, self.eta, self.start_step, self.clip_denoised, self.method_options))
+        object.__setattr__(self, "sampler", settings_from(
+            self.method, self.steps, self.eta, self.start_step, self.clip_denoised, self.method_options, end_on_measurement=self.end_on_measurement
+        ))
         sizes = tuple(sorted(set(int(b) for b in self.batch_sizes)))
         if not sizes or sizes[0] < 1:
             raise ValueError(f"batch_sizes must be positive integers, got {self.batch_sizes}")

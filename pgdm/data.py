@@ -1,4 +1,5 @@
-"""Datasets for training the default model: Fashion-MNIST from Debian's ``dataset-fashion-mnist``."""
+"""Bundled demo images (:func:`demo_image`), and Fashion-MNIST from Debian's ``dataset-fashion-mnist`` for training
+the default model."""
 from __future__ import annotations
 
 import gzip
@@ -7,10 +8,33 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["FASHION_MNIST_DIR", "load_fashion_mnist", "to_model_range"]
+__all__ = ["DEMO_DIR", "FASHION_MNIST_DIR", "demo_image", "demo_images", "load_fashion_mnist", "to_model_range"]
 
+DEMO_DIR = Path(__file__).parent / "assets" / "demo"  # installed with the package
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 _FILES = {"train": "train-images-idx3-ubyte.gz", "test": "t10k-images-idx3-ubyte.gz"}
+
+
+def demo_images() -> list[Path]:
+    """The ten bundled 32×32 grayscale Fashion-MNIST test images (one per class, ``0_tshirt.png`` … ``9_boot.png``),
+    paths inside the installed package, in class order."""
+    return sorted(DEMO_DIR.glob("*.png"))
+
+
+def demo_image(name: str | int) -> Path:
+    """The path of one bundled demo image, by class index (``3``), name (``"dress"``, ``"3_dress"``) or file name.
+
+    Example:
+        >>> x = pgdm.io.read_image(pgdm.data.demo_image("dress"), channels=1)   # (1, 1, 32, 32) in [-1, 1]
+    """
+    images = demo_images()
+    key = str(name).strip().lower().removesuffix(".png")
+    for path in images:
+        index, _, label = path.stem.partition("_")
+        if key in (path.stem, index, label):
+            return path
+    names = ", ".join(p.stem.partition("_")[2] for p in images)
+    raise ValueError(f"no bundled demo image {name!r}; expected a class index 0–{len(images) - 1} or one of {names}")
 
 
 def load_fashion_mnist(root: str | Path = FASHION_MNIST_DIR, split: str = "train", size: int = 32) -> torch.Tensor:

@@ -25,7 +25,7 @@ from .outputs import MetricsFile, OutputFolder, output_names
 from .restore_job import GRID_LABELS, RestoreJob, print_summary
 from .serve.cli import add_parser as add_serve_parser
 
-DEMO_IMAGES = Path(pgdm.__file__).parent / "assets" / "demo"
+DEMO_IMAGES = pgdm.data.DEMO_DIR
 
 
 def restore_config(args: argparse.Namespace) -> RestoreJobConfig:
@@ -33,7 +33,7 @@ def restore_config(args: argparse.Namespace) -> RestoreJobConfig:
     return RestoreJobConfig(
         task=TaskSettings(args.task, args.sigma_y, args.seed, args.num_samples, args.class_label, args.mask),
         io=IOSettings(tuple(args.inputs), args.output, args.simulate, args.grid, args.overwrite, args.gray, args.fit, args.quiet, args.label),
-        sampler=sampler_settings(args.method, args.steps, args.eta, args.start_step),
+        sampler=sampler_settings(args.method, args.steps, args.eta, args.start_step, args.end_on_measurement),
         engine=EngineSettings(args.backend, args.precision, args.channels_last, args.batch_size),
         model=ModelSettings(args.model, args.config, args.size, args.device),
     )
@@ -154,7 +154,10 @@ def _add_restore_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", choices=sorted(METHODS), default="pigdm", help="restoration method (docs/methods.md; default: %(default)s)")
     p.add_argument("--eta", type=float, help="DDIM η in [0, 1] for the methods that have one (default: the method's, ΠGDM 1.0)")
     p.add_argument("--sigma-y", type=float, default=0.0, help="measurement noise std on the [0, 1] pixel scale (e.g. 0.05)")
-    p.add_argument("--start-step", type=int, help="start from h†(y) noised to this timestep (SDEdit)")
+    p.add_argument("--start-step", type=int, help="start from h†(y) noised to this timestep (SDEdit) (default: pure noise)")
+    p.add_argument("--end-on-measurement", action=argparse.BooleanOptionalAction, default=True,
+                   help="after the last step, put the noiseless rows of a linear task exactly on h(x) = y: x + h†(y) − h†(h(x)); "
+                   "--no-end-on-measurement gives the literal algorithm (default: on)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="image i of the input list uses seed + i (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=8, help="images restored together (default: %(default)s)")
     add_engine_options(p)

@@ -408,3 +408,15 @@ def test_method_option_runs_the_named_method(model, clean, tmp_path):
     assert (tmp_path / "pigdm" / "img0.png").read_bytes() != (tmp_path / "ddnm" / "img0.png").read_bytes()
     proc = run("restore", "jpeg10", clean / "img0.png", "-o", tmp_path / "dps", "--model", model, "--simulate", "--method", "dps", "--quiet", code=2)
     assert "pigdm" in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_end_on_measurement_flag_reaches_the_job_config():
+    from pgdm.entrypoints.cli import build_parser, restore_config
+
+    def config(*flags):
+        return restore_config(build_parser().parse_args(["restore", "sr4", "in.png", "-o", "out", *flags]))
+
+    assert config().sampler.end_on_measurement is True
+    assert config("--no-end-on-measurement").sampler.end_on_measurement is False
+    assert config("--end-on-measurement").sampler.end_on_measurement is True
+    assert "--no-end-on-measurement" in run("restore", "--help").stdout
