@@ -165,7 +165,8 @@ def remove_stale_temporaries(folder: str | Path) -> list[Path]:
 
 
 def write_bytes_atomic(path: str | Path, write: Callable[[str], None]) -> Path:
-    """Create ``path`` atomically: ``write(tmp)`` fills a temporary file beside it, which is fsynced and renamed.
+    """Create ``path`` atomically and durably: ``write(tmp)`` fills a temporary file beside it, which is fsynced and
+    renamed, and the folder is fsynced.
 
     The file gets mode 0666 less the umask, as ``open()`` gives; on any failure the temporary file is removed.
     """
@@ -180,10 +181,24 @@ def write_bytes_atomic(path: str | Path, write: Callable[[str], None]) -> Path:
         finally:
             os.close(fd)
         os.replace(tmp, path)
+        _fsync_folder(path.parent)  # the rename itself on disk: the file is durably in place
     finally:
         if os.path.lexists(tmp):
             os.unlink(tmp)
     return path
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # a platform without directory descriptors
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # file systems that refuse fsync on a directory
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_json_atomic(obj, path: str | Path) -> Path:
@@ -208,17 +223,27 @@ def write_image(x: torch.Tensor, path: str | Path, **save_options) -> Path:
     return write_bytes_atomic(path, lambda tmp: image.save(tmp, format=fmt, **save_options))
 
 
-def list_images(inputs: list[str | Path]) -> list[Path]:
-    """Expand files and directories (non-recursive, sorted) into image files; a folder with none is an error."""
+def list_images(inputs: list[str | Path], notes: list[str] | None = None) -> list[Path]:
+    """Expand files and directories (non-recursive, sorted) into image files; a folder with none is an error.
+
+    A file given more than once (the same path, or a folder and a file in it) is listed once, where it first
+    appears; each repeat is described in ``notes`` when given.
+    """
     files: list[Path] = []
+    seen: dict[Path, Path] = {}
     for item in map(Path, inputs):
         if item.is_dir():
             found = sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
             if not found:
                 raise ValueError(f"{item}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder")
-            files.extend(found)
         else:
-            files.append(item)
+            found = [item]
+        for path in found:
+            first = seen.setdefault(path.resolve(), path)
+            if first is path:
+                files.append(path)
+            elif notes is not None:
+                notes.append(f"{path} is given more than once (as {first}); it is processed once")
     return files
 
 

@@ -69,7 +69,10 @@ def degrade_files(args) -> int:
     sigma_y = sigma_y_value(args.sigma_y)
     if args.size is not None:
         validate.positive_int("--size", args.size)
-    paths = list_images(args.inputs)
+    duplicates: list[str] = []
+    paths = list_images(args.inputs, duplicates)
+    for note in duplicates:
+        print(f"note: {note}", file=sys.stderr)
     names = output_names(paths)
     folder = OutputFolder(args.output, paths)
     kinds = {}  # one operator per task is enough to know which files a measurement is stored as

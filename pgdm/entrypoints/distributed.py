@@ -5,9 +5,9 @@ Every rank sets up the same :class:`pgdm.entrypoints.restore_job.RestoreJob` (on
 CUDA ``--device``, else the CPU). Rank 0 lists the unfinished images and broadcasts that list; ranks then
 claim batches of ``--batch-size`` positions of it from one counter in torchrun's c10d store (``store.add``),
 so a fast rank takes more batches and no image is handed out twice. Each rank merges its entries into
-``metrics.json`` under the folder's lock before writing its PNGs (:class:`pgdm.entrypoints.outputs.MetricsFile`), so the
+``metrics.json`` under the folder's lock after writing its PNGs (:class:`pgdm.entrypoints.outputs.MetricsFile`), so the
 file stays one valid JSON object with each finished image once, whichever rank dies when. A re-run, with any
-world size, or torchrun's own restart (``--max-restarts``) skips every image whose PNG exists.
+world size, or torchrun's own restart (``--max-restarts``) skips every image whose PNG exists and is listed.
 
 Example, inside a script launched with ``torchrun --nproc-per-node 2 script.py``::
 

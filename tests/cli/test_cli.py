@@ -420,3 +420,52 @@ def test_end_on_measurement_flag_reaches_the_job_config():
     assert config("--no-end-on-measurement").sampler.end_on_measurement is False
     assert config("--end-on-measurement").sampler.end_on_measurement is True
     assert "--no-end-on-measurement" in run("restore", "--help").stdout
+
+
+def test_a_failed_write_names_the_file_lists_only_written_images_and_resumes(model, clean, tmp_path, monkeypatch):
+    """A full disk: the write of the second image fails. metrics.json lists only images whose PNG is on disk, the
+    one-line error names the file, and the same command then finishes the job."""
+    import errno
+
+    import pgdm.entrypoints.restore_job as restore_job
+
+    real_write, calls = restore_job.write_image, []
+
+    def write_until_full(x, path, **kw):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(x, path, **kw)
+
+    monkeypatch.setattr(restore_job, "write_image", write_until_full)
+    out = tmp_path / "out"
+    args = ("restore", "sr2", clean, "-o", out, "--model", model, "--steps", 2, "--simulate", "--quiet")
+    failed = run(*args, code=2)
+    line = failed.stderr.strip().splitlines()[-1]
+    assert line.startswith("pgdm restore: error: cannot write ") and str(out / "img1.png") in line and "No space left" in line
+    assert "Traceback" not in failed.stderr
+    listed = set(json.loads((out / "metrics.json").read_text()))
+    assert listed == {p.stem for p in out.glob("img*.png")} == {"img0"}
+    monkeypatch.setattr(restore_job, "write_image", real_write)
+    resumed = run(*args)
+    assert "restored 2 image(s), skipped 1 already done" in resumed.stdout
+    assert set(json.loads((out / "metrics.json").read_text())) == {"img0", "img1", "img2"}
+
+
+def test_a_png_without_its_metrics_entry_is_restored_again(model, clean, tmp_path):
+    out = tmp_path / "out"
+    args = ("restore", "sr2", clean, "-o", out, "--model", model, "--steps", 2, "--simulate", "--quiet")
+    run(*args)
+    metrics = json.loads((out / "metrics.json").read_text())
+    del metrics["img1"]  # as a kill between the PNG and the metrics merge leaves it
+    (out / "metrics.json").write_text(json.dumps(metrics))
+    assert "restored 1 image(s), skipped 2 already done" in run(*args).stdout
+    assert set(json.loads((out / "metrics.json").read_text())) == {"img0", "img1", "img2"}
+
+
+def test_the_same_input_twice_is_restored_once_and_counted_once(model, clean, tmp_path):
+    img = clean / "img0.png"
+    result = run("restore", "sr2", img, img, clean, "-o", tmp_path / "out", "--model", model, "--steps", 2, "--simulate", "--quiet")
+    assert "restored 3 image(s)" in result.stdout
+    assert result.stderr.count("given more than once") == 2, result.stderr
+    assert len(json.loads((tmp_path / "out" / "metrics.json").read_text())) == 3
