@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -113,6 +114,7 @@ def _degrade_operator(args, path: Path) -> Operator | None:
         return None
 
 
+DEMO_STEPS = 20
 DEMO_TASKS = [
     ("sr4", 0.0, "super-resolution ×4 (average pooling)"),
     ("inpaint-center", 0.0, "centre 16×16 box inpainting"),
@@ -127,6 +129,7 @@ def demo(args) -> int:
     """``pgdm demo``: the default model on the bundled test images, several tasks, grids and a PSNR table."""
     out = Path(args.output)
     rows = []
+    started = time.perf_counter()
     for n, (task, sigma, title) in enumerate(DEMO_TASKS, 1):
         name = task.replace("+", "_")
         config = RestoreJobConfig(
@@ -143,12 +146,22 @@ def demo(args) -> int:
         m = MetricsFile(out / name / "metrics.json").read()
         mean = lambda k: sum(v[k] for v in m.values()) / len(m)  # noqa: E731
         rows.append((title, mean("pinv_psnr"), mean("psnr"), mean("seconds")))
-        print(f"[{n}/{len(DEMO_TASKS)}] {title}: h†(y) {rows[-1][1]:.2f} dB → ΠGDM {rows[-1][2]:.2f} dB", flush=True)
+        elapsed = time.perf_counter() - started
+        timing = f"{_duration(elapsed)} so far"
+        if n < len(DEMO_TASKS):  # the tasks cost about the same: the first one's time sets the pace
+            timing += f", about {_duration(elapsed / n * (len(DEMO_TASKS) - n))} to go"
+        print(f"[{n}/{len(DEMO_TASKS)}] {title}: h†(y) {rows[-1][1]:.2f} dB → ΠGDM {rows[-1][2]:.2f} dB ({timing})", flush=True)
     print(f"\n{'task':48s} {'h†(y) PSNR':>11s} {'ΠGDM PSNR':>10s} {'s/img':>7s}")
     for title, base, ours, sec in rows:
         print(f"{title:48s} {base:11.2f} {ours:10.2f} {sec:7.2f}")
-    print(f"\ngrids ({' | '.join(GRID_LABELS)}) in {out}/")
+    print(f"\ngrids ({' | '.join(GRID_LABELS)}) in {out}/; {args.steps} steps, {_duration(time.perf_counter() - started)} in all")
     return 0
+
+
+def _duration(seconds: float) -> str:
+    """``42 s`` or ``3 min 05 s``."""
+    seconds = round(seconds)
+    return f"{seconds} s" if seconds < 60 else f"{seconds // 60} min {seconds % 60:02d} s"
 
 
 def _add_restore_options(p: argparse.ArgumentParser) -> None:
@@ -223,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Restore the bundled Fashion-MNIST test images under several tasks with the default model.",
                        epilog="example:\n  pgdm demo -o demo_out --steps 100")  # fmt: skip
     p.add_argument("-o", "--output", default="demo_out", help="output folder (default: %(default)s)")
-    p.add_argument("--steps", type=int, default=100, help="sampling steps (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=DEMO_STEPS, help="sampling steps; ΠGDM at 20 reaches what 100 do on these tasks (default: %(default)s)")
     p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bars (the per-task lines are still printed)")
     p.set_defaults(run=demo)
