@@ -78,7 +78,9 @@ class SamplerSettings:
         return get_method(self.method)
 
     def check_model(self, denoiser: Denoiser) -> None:
-        """Raise a one-line ValueError when ``steps``/``start_step`` do not fit the model's T."""
+        """Raise a one-line ValueError when ``denoiser`` is not a :class:`~pgdm.Denoiser` or ``steps``/``start_step``
+        do not fit the model's T."""
+        check_denoiser(denoiser)
         schedules.timesteps(self.steps, denoiser.num_timesteps, self.start_step)
 
     def method_options(self, op: Operator | None = None) -> dict[str, float | None]:
@@ -89,6 +91,38 @@ class SamplerSettings:
         """The method's (N,) float64 per-step table for this schedule (and ``op``, for per-task settings)."""
         ts = schedules.timesteps(self.steps, alphas_cumprod.numel(), self.start_step)
         return self.spec.coefficients(alphas_cumprod.cpu(), ts, **self.method_options(op))
+
+
+def check_denoiser(denoiser: object) -> None:
+    """A one-line :class:`~pgdm.validate.ArgumentTypeError` unless ``denoiser`` is a :class:`~pgdm.Denoiser`."""
+    if isinstance(denoiser, Denoiser):
+        return
+    hint = " (wrap a bare network: pgdm.Denoiser(net, alphas_cumprod))" if isinstance(denoiser, torch.nn.Module) else ""
+    raise validate.ArgumentTypeError(
+        f"denoiser must be a pgdm.Denoiser, e.g. pgdm.load_model('default'){hint}, got {type(denoiser).__name__}"
+    )
+
+
+def _check_operator(op: object) -> None:
+    if not isinstance(op, Operator):
+        raise validate.ArgumentTypeError(
+            f"op must be a measurement operator, e.g. pgdm.ops.parse('sr4', (C, H, W)) or pgdm.ops.SuperResolution(4), got {type(op).__name__}"
+        )
+
+
+def _sigma_tensor(sigma_y: object) -> torch.Tensor:
+    """σ_y as a float64 tensor; strings, bools and non-numbers raise a one-line ArgumentTypeError."""
+    bad = isinstance(sigma_y, (str, bytes, bool)) or (
+        isinstance(sigma_y, (list, tuple)) and any(isinstance(s, (str, bytes, bool)) for s in sigma_y)
+    )
+    if not bad:
+        try:
+            return torch.as_tensor(sigma_y, dtype=torch.float64).flatten()
+        except (TypeError, ValueError, RuntimeError):
+            pass
+    raise validate.ArgumentTypeError(
+        f"sigma_y must be a number ≥ 0 on the [0, 1] pixel scale (e.g. 0.05) or one per image, got {type(sigma_y).__name__} {sigma_y!r}"
+    )
 
 
 @dataclass
@@ -155,6 +189,8 @@ def plan_sampling(
     """
     settings = settings or SamplerSettings()
     method = settings.spec
+    check_denoiser(denoiser)
+    _check_operator(op)
     if not isinstance(y, torch.Tensor) or y.ndim < 2:
         raise ValueError(f"y must be a batch-first tensor (B, …), got {type(y).__name__} of shape {getattr(y, 'shape', None)}")
     num_samples = validate.positive_int("num_samples", num_samples)
@@ -165,7 +201,7 @@ def plan_sampling(
         raise ValueError(f"y holds NaN or Inf in image(s) {(~finite).nonzero().flatten().tolist()} of the batch; measurements must be finite")
     op.check_measurement(y)
     seeds = validate.seeds(seed, batch)
-    sigma = torch.as_tensor(sigma_y, dtype=torch.float64).flatten()
+    sigma = _sigma_tensor(sigma_y)
     if sigma.numel() == 1:
         sigma = sigma.expand(batch)
     if sigma.numel() != batch or not bool(((sigma >= 0) & sigma.isfinite()).all()):

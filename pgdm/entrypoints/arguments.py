@@ -12,7 +12,8 @@ __all__ = ["add_model_options", "add_engine_options"]
 def add_model_options(p: argparse.ArgumentParser) -> None:
     """--model, --config."""
     p.add_argument("--model", default="default", help="'default', a checkpoint (.pt/.safetensors) or a diffusers folder (default: %(default)s)")
-    p.add_argument("--config", help="model preset name (e.g. 256x256_diffusion_uncond) or JSON config file, when the layout cannot be inferred")
+    p.add_argument("--config", help="model preset name (e.g. 256x256_diffusion_uncond; fashion32 is the embedded model's) or JSON config "
+                   "file, when the layout cannot be inferred (default: the JSON beside a .safetensors file, else inferred)")  # fmt: skip
 
 
 def add_engine_options(p: argparse.ArgumentParser) -> None:

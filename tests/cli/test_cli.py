@@ -469,3 +469,15 @@ def test_the_same_input_twice_is_restored_once_and_counted_once(model, clean, tm
     assert "restored 3 image(s)" in result.stdout
     assert result.stderr.count("given more than once") == 2, result.stderr
     assert len(json.loads((tmp_path / "out" / "metrics.json").read_text())) == 3
+
+
+def test_a_pt_without_sidecar_names_the_config_flag_and_the_flag_takes_a_json_file(model, clean, tmp_path):
+    from safetensors.torch import load_file
+
+    pt = tmp_path / "tiny.pt"
+    torch.save(load_file(model), pt)
+    args = ("restore", "sr2", clean / "img0.png", "-o", tmp_path / "out", "--model", pt, "--steps", 2, "--simulate", "--quiet")
+    refused = run(*args, code=2)
+    assert "--config PRESET" in refused.stderr and "--config FILE.json" in refused.stderr and "config=" in refused.stderr
+    assert "restored 1 image(s)" in run(*args, "--config", model.with_suffix(".json")).stdout
+    assert "unknown model config 'nope'" in run(*args, "--config", "nope", code=2).stderr
