@@ -8,7 +8,6 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from tqdm import tqdm
 
 import pgdm
 from pgdm import validate
@@ -23,6 +22,7 @@ from .arguments import add_engine_options, add_model_options
 from .bench import add_parser as add_bench_parser
 from .config import EngineSettings, IOSettings, ModelSettings, RestoreJobConfig, TaskSettings, sampler_settings, sigma_y_value
 from .outputs import MetricsFile, OutputFolder, output_names
+from .progress import progress_bar
 from .restore_job import GRID_LABELS, RestoreJob, print_summary
 from .serve.cli import add_parser as add_serve_parser
 
@@ -51,7 +51,7 @@ def run_restore(config: RestoreJobConfig) -> int:
         return distributed.restore(config)
     job = RestoreJob(config, config.model.torch_device())
     work = job.pending()
-    image_bar = tqdm(total=len(work), desc=config.io.label, unit="img", disable=config.io.quiet)
+    image_bar = progress_bar(len(work), config.io.label, "img", disable=config.io.quiet)
 
     def advance(count: int) -> None:
         image_bar.update(count)
@@ -193,8 +193,21 @@ def _add_restore_options(p: argparse.ArgumentParser) -> None:
     p.set_defaults(label="images")
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions and epilogs as written, and every option's default in its help: the help text's own
+    "(default: ...)" where it has one, else the value (``off`` for a flag, ``none`` for no value)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if not action.option_strings or action.required or action.default is argparse.SUPPRESS or "(default" in text or "%(default)" in text:
+            return text
+        if action.nargs == 0:
+            return f"{text} (default: {'on' if action.default else 'off'})"
+        return f"{text} (default: {'none' if action.default is None else '%(default)s'})"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    raw = argparse.RawDescriptionHelpFormatter
+    raw = HelpFormatter
     parser = argparse.ArgumentParser(
         prog="pgdm",
         description="Pseudoinverse-guided diffusion models (ΠGDM) for image restoration.",

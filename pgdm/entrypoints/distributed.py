@@ -29,9 +29,9 @@ from typing import Iterator, Sequence
 
 import torch
 import torch.distributed as dist
-from tqdm import tqdm
 
 from .config import RestoreJobConfig, parse_device
+from .progress import progress_bar
 from .restore_job import RestoreJob, WorkItem, print_summary
 
 __all__ = ["Launch", "RankReport", "WorkCounter", "device_for_rank", "launched_by_torchrun", "restore"]
@@ -137,7 +137,7 @@ def _restore_ranks(config: RestoreJobConfig, launch: Launch, device: torch.devic
     if count != len(job.images):
         raise ValueError(f"rank {launch.rank} on {socket.gethostname()} finds {len(job.images)} input images, rank 0 finds {count}")
     work: list[WorkItem] = [(i, job.images[i]) for i in indices]
-    bar = tqdm(total=len(work), desc=config.io.label, unit="img", disable=config.io.quiet or not lead, smoothing=0)
+    bar = progress_bar(len(work), config.io.label, "img", disable=config.io.quiet or not lead, smoothing=0)
 
     def show(global_done: int) -> None:
         bar.update(global_done - bar.n)

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
-from tqdm import tqdm
 
 from pgdm.grids import measurement_view, write_grid
 from pgdm.io import fit_size, list_images, read_image, write_image
@@ -31,6 +30,7 @@ from pgdm.sampler import NonFiniteError
 
 from .config import RestoreJobConfig
 from .outputs import MetricsFile, OutputFolder, output_names
+from .progress import progress_bar
 
 __all__ = ["GRID_LABELS", "RestoreJob", "WorkItem", "print_summary"]
 
@@ -160,7 +160,7 @@ class RestoreJob:
         task, device, grid = self.config.task, self.device, self.config.io.grid
         op = batch[0].op.to(device)
         y = torch.cat([it.y for it in batch]).to(device)
-        step_bar = tqdm(total=self.config.sampler.steps, desc="steps", leave=False, disable=not self.show_progress)
+        step_bar = progress_bar(self.config.sampler.steps, "steps", disable=not self.show_progress, nested=True, leave=False)
         start = time.perf_counter()
         try:
             result = self._restorer.restore(

@@ -3,6 +3,7 @@
 Tests where a separate process is the point (a missing compiler, kill -9, concurrent writers) are in
 test_cli_processes.py.
 """
+import argparse
 import json
 import os
 
@@ -481,3 +482,26 @@ def test_a_pt_without_sidecar_names_the_config_flag_and_the_flag_takes_a_json_fi
     assert "--config PRESET" in refused.stderr and "--config FILE.json" in refused.stderr and "config=" in refused.stderr
     assert "restored 1 image(s)" in run(*args, "--config", model.with_suffix(".json")).stdout
     assert "unknown model config 'nope'" in run(*args, "--config", "nope", code=2).stderr
+
+
+def test_restore_help_shows_every_options_default():
+    from pgdm.entrypoints.cli import build_parser
+
+    parser = build_parser()
+    restore = next(a for a in parser._actions if isinstance(a.choices, dict)).choices["restore"]
+    formatter = restore._get_formatter()
+    missing = [
+        a.option_strings[-1] for a in restore._actions
+        if a.option_strings and not a.required and a.default is not argparse.SUPPRESS and "default" not in formatter._get_help_string(a)
+    ]  # fmt: skip
+    assert not missing, f"options whose --help shows no default: {missing}"
+    assert "(default: eager)" in run("restore", "--help").stdout
+
+
+def test_progress_in_a_log_is_a_few_plain_lines(model, clean, tmp_path):
+    """stderr is not a terminal here (captured): no bar redraws, no nested step bars; one line when done."""
+    result = run("restore", "sr2", clean, "-o", tmp_path / "out", "--model", model, "--steps", 4, "--simulate", "--batch-size", 1)
+    assert "\r" not in result.stderr, result.stderr[:300]
+    progress = [line for line in result.stderr.splitlines() if line.startswith("images:")]
+    assert progress and progress[-1].startswith("images: 3/3 img, ") and "PSNR" in progress[-1]
+    assert len(result.stderr.splitlines()) <= 3, result.stderr
