@@ -55,7 +55,7 @@ def load_fashion_mnist(root: str | Path = FASHION_MNIST_DIR, split: str = "train
         raise ValueError(f"{path} is not an IDX image file (magic {magic}, expected 2051)")
     images = torch.from_numpy(np.frombuffer(raw[16:], dtype=np.uint8).reshape(n, 1, rows, cols).copy())
     if size < max(rows, cols):
-        raise ValueError(f"size {size} is smaller than the {rows}x{cols} images")
+        raise ValueError(f"size {size} is smaller than the {rows}×{cols} images")
     top, left = (size - rows) // 2, (size - cols) // 2
     out = torch.zeros(n, 1, size, size, dtype=torch.uint8)
     out[..., top : top + rows, left : left + cols] = images

@@ -257,7 +257,7 @@ def fit_size(x: torch.Tensor, size: tuple[int, int], mode: str | None, name: str
         return torch.nn.functional.interpolate(x, size=size, mode="bicubic", antialias=True, align_corners=False).clamp(-1, 1)
     if mode == "crop":
         if h < size[0] or w < size[1]:
-            raise ValueError(f"{name}: cannot crop a {h}x{w} image to {size[0]}x{size[1]}; use --resize")
+            raise ValueError(f"{name}: cannot crop a {h}×{w} image to {size[0]}×{size[1]}; use --resize")
         top, left = (h - size[0]) // 2, (w - size[1]) // 2
         return x[..., top : top + size[0], left : left + size[1]]
-    raise ValueError(f"{name}: image is {h}x{w} but {size[0]}x{size[1]} is needed; pass --resize or --crop")
+    raise ValueError(f"{name}: image is {h}×{w} but {size[0]}×{size[1]} is needed; pass --resize or --crop")

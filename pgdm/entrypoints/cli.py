@@ -14,7 +14,7 @@ from pgdm import validate
 from pgdm.io import fit_size, list_images, read_image
 from pgdm.measurements import measurement_files, write_measurement
 from pgdm.methods import METHODS
-from pgdm.operators import GaussianNoise, Operator, parse, spec_help
+from pgdm.operators import GaussianNoise, Operator, check_spec, parse, spec_help
 
 from . import distributed
 from . import train as train_cmd
@@ -68,6 +68,7 @@ def run_restore(config: RestoreJobConfig) -> int:
 def degrade_files(args) -> int:
     """``pgdm degrade``: write measurement files that ``pgdm restore`` reads back."""
     sigma_y = sigma_y_value(args.sigma_y)
+    check_spec(args.task)  # a bad task is one error, before any image
     if args.size is not None:
         validate.positive_int("--size", args.size)
     duplicates: list[str] = []
@@ -83,13 +84,15 @@ def degrade_files(args) -> int:
                 folder.path(target.name)  # refuses, before any work, an output that is an input
         else:
             del kinds["op"]
+    if sigma_y > 0 and "op" in kinds and not kinds["op"].linear:
+        raise ValueError(f"--sigma-y needs a linear task, but {args.task} is non-linear; drop --sigma-y")
     failures = 0
     for index, path in enumerate(paths):
         try:
             x = read_image(path, 1 if args.gray else 3, to_gray=args.gray)
             if args.size:
                 x = fit_size(x, (args.size, args.size), args.fit or "resize", str(path))
-            op = parse(args.task, tuple(x.shape[1:]), seed=args.seed)
+            op = _degrade_operator_for(args, path, tuple(x.shape[1:]))
             stem = folder.folder / names[path]
             y = op(x)
             if sigma_y > 0:
@@ -102,6 +105,15 @@ def degrade_files(args) -> int:
             failures += 1
             print(f"error: {err}", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _degrade_operator_for(args, path: Path, shape: tuple[int, int, int]) -> Operator:
+    """The task's operator for ``path``'s image; an image the task cannot take is named, with the flag that fits it."""
+    try:
+        return parse(args.task, shape, seed=args.seed)
+    except ValueError as err:
+        fix = "; pass --size S to resize every image to S×S first (--crop to centre-crop instead)" if not args.size else "; pass another --size"
+        raise ValueError(f"{path}: {err}{fix}") from None
 
 
 def _degrade_operator(args, path: Path) -> Operator | None:

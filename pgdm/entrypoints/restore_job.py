@@ -115,7 +115,7 @@ class RestoreJob:
             h, w = x.shape[-2:]
             x = fit_size(x, shape[1:], io.fit, str(path))
             if (h, w) != tuple(shape[1:]):
-                notes.append(f"{path}: {h}x{w} {'resized' if io.fit == 'resize' else 'centre-cropped'} to the model's {shape[1]}x{shape[2]}")
+                notes.append(f"{path}: {h}×{w} {'resized' if io.fit == 'resize' else 'centre-cropped'} to the model's {shape[1]}×{shape[2]}")
             y = self.template(x)
             if task.sigma_y > 0:
                 y = GaussianNoise(task.sigma_y, seed=seed)(y)

@@ -39,7 +39,7 @@ class JpegFileData:
 
 
 def _fail(path: str, problem: str) -> ValueError:
-    return ValueError(f"{os.path.basename(path)}: {problem}")
+    return ValueError(f"{path}: {problem}")
 
 
 def _frame_header(path: str, data: bytes) -> tuple[int, int, int, int, list[tuple[int, int]], int]:
@@ -84,9 +84,9 @@ def _checked_frame(path: str, data: bytes) -> tuple[int, int, int, list[tuple[in
     """The frame header, with the claimed size checked against :data:`MAX_JPEG_PIXELS` and the format's limits."""
     _, precision, height, width, sampling, sos = _frame_header(path, data)
     if height == 0 or width == 0:
-        raise _fail(path, f"JPEG frame header gives a {height}x{width} image (DNL-defined heights are not supported)")
+        raise _fail(path, f"JPEG frame header gives a {height}×{width} image (DNL-defined heights are not supported)")
     if height * width > MAX_JPEG_PIXELS:
-        raise _fail(path, f"JPEG frame header claims {height}x{width} = {height * width} pixels, over the limit of {MAX_JPEG_PIXELS}")
+        raise _fail(path, f"JPEG frame header claims {height}×{width} = {height * width} pixels, over the limit of {MAX_JPEG_PIXELS}")
     return precision, height, width, sampling, sos
 
 

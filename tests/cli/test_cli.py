@@ -164,14 +164,14 @@ def test_size_mismatch_and_fit_options(model, tmp_path):
     for fit in ("--resize", "--crop"):
         proc = run("restore", "sr2", tmp_path / "big.png", "-o", tmp_path / fit, "--model", model, "--steps", 2, "--simulate", fit, "--quiet")
         assert Image.open(tmp_path / fit / "big.png").size == (SIZE, SIZE)
-        assert "big.png: 20x24" in proc.stderr and f"to the model's {SIZE}x{SIZE}" in proc.stderr
+        assert "big.png: 20×24" in proc.stderr and f"to the model's {SIZE}×{SIZE}" in proc.stderr
 
 
 def test_resize_fits_a_measurement_so_the_output_has_the_model_size(model, tmp_path):
     """SR×4 on a 16×16 model restores 16×16 images from 4×4 measurements: a 10×10 input is resized to 4×4."""
     Image.fromarray(np.full((10, 10), 90, np.uint8)).save(tmp_path / "low.png")
     proc = run("restore", "sr4", tmp_path / "low.png", "-o", tmp_path / "out", "--model", model, "--steps", 2, "--resize", "--quiet")
-    assert "low.png: 10x10 resized to 4x4" in proc.stderr
+    assert "low.png: 10×10 resized to 4×4" in proc.stderr
     assert Image.open(tmp_path / "out" / "low.png").size == (SIZE, SIZE)
 
 
@@ -218,7 +218,7 @@ def test_jpeg_header_claiming_a_huge_frame_is_refused_before_decoding(model, tmp
     (tmp_path / "huge.jpg").write_bytes(bytes(data))
     for task in ("jpeg", "sr2+jpeg"):
         proc = run("restore", task, tmp_path / "huge.jpg", "-o", tmp_path / "out", "--model", model, "--quiet", code=1)
-        assert f"huge.jpg: JPEG frame header claims {side}x{side}" in proc.stderr
+        assert f"{tmp_path / 'huge.jpg'}: JPEG frame header claims {side}×{side}" in proc.stderr  # the full path
     with pytest.raises(ValueError, match="over the limit"):
         JPEG.from_file(tmp_path / "huge.jpg")
 
@@ -505,3 +505,14 @@ def test_progress_in_a_log_is_a_few_plain_lines(model, clean, tmp_path):
     progress = [line for line in result.stderr.splitlines() if line.startswith("images:")]
     assert progress and progress[-1].startswith("images: 3/3 img, ") and "PSNR" in progress[-1]
     assert len(result.stderr.splitlines()) <= 3, result.stderr
+
+
+def test_degrade_errors_name_the_file_and_the_flag_and_a_bad_task_is_reported_once(clean, tmp_path):
+    Image.fromarray(np.full((30, 45), 90, np.uint8)).save(tmp_path / "odd.png")
+    proc = run("degrade", "sr4", tmp_path / "odd.png", clean / "img0.png", "-o", tmp_path / "out", "--gray", code=1)
+    line = next(line for line in proc.stderr.splitlines() if "odd.png" in line)
+    assert f"{tmp_path / 'odd.png'}: sr4: the 30×45 image is not divisible by 4" in line and "--size" in line
+    proc = run("degrade", "sr4x", clean, "-o", tmp_path / "bad", "--gray", code=2)
+    assert proc.stderr.count("unknown operator") == 1 and proc.stderr.startswith("pgdm degrade: error: unknown operator 'sr4x'")
+    proc = run("degrade", "jpeg10", clean, "-o", tmp_path / "noisy", "--gray", "--sigma-y", "0.1", code=2)
+    assert proc.stderr.count("needs a linear task") == 1
