@@ -12,6 +12,7 @@ import os
 import re
 import secrets
 import socket
+import warnings
 from pathlib import Path
 from typing import Callable, Union
 
@@ -19,8 +20,13 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+MAX_PIXELS = 89_478_485  # one limit for every image file read (PNG, JPEG, …): Pillow's default decompression-bomb limit
+
 __all__ = [
     "IMAGE_SUFFIXES",
+    "MAX_PIXELS",
+    "ImageTooLarge",
+    "open_image_checked",
     "ImageLike",
     "read_image",
     "pixels_to_tensor",
@@ -64,18 +70,18 @@ def read_image(path: str | Path, channels: int, *, to_gray: bool = False, notes:
     equal reads as grayscale. A colour file read for ``channels == 1`` is refused unless ``to_gray`` (then it
     is converted with ITU-R 601 luma, as Pillow's "L" mode, and a note is appended to ``notes``).
     Transparency is dropped. Raises ValueError naming the file when it is missing, unreadable, corrupt or
-    larger than Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``).
+    larger than :data:`MAX_PIXELS`, which is checked from the header before anything is decoded.
     """
     path = Path(path)
     try:
-        with Image.open(path) as im:
+        with open_image_checked(path, str(path)) as im:
             if im.mode in ("RGBA", "LA", "P", "PA", "CMYK", "YCbCr", "1"):
                 im = im.convert("L" if im.mode in ("LA", "1") else "RGB")
             arr, full = _pixels(im)
     except FileNotFoundError:
         raise ValueError(f"{path}: file not found") from None
-    except Image.DecompressionBombError as err:
-        raise ValueError(f"{path}: {err}") from None
+    except ImageTooLarge:
+        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ValueError(f"{path}: not a readable image ({err})") from None
     if arr.ndim == 3 and _is_gray(arr):
@@ -87,6 +93,28 @@ def read_image(path: str | Path, channels: int, *, to_gray: bool = False, notes:
         if notes is not None:
             notes.append(f"{path}: colour converted to grayscale for this 1-channel model")
     return pixels_to_tensor(arr, channels, full)
+
+
+def open_image_checked(source, name: str, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """``Image.open(source)`` (a path or a binary file object) after its header's size is checked: a ValueError
+    naming ``name`` for an image over ``max_pixels``, before any pixel is decoded and without Pillow's
+    DecompressionBombWarning. The image is opened lazily, as Pillow does; use it in a ``with`` block."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is checked below, against one limit
+        try:
+            im = Image.open(source)
+        except Image.DecompressionBombError as err:  # over twice Pillow's limit: Pillow refuses it from the header
+            claimed = re.search(r"\((\d+) pixels\)", str(err))
+            raise ImageTooLarge(f"{name}: {claimed[1] if claimed else 'more than ' + str(max_pixels)} pixels is over the limit of {max_pixels}") from None
+    w, h = im.size
+    if w * h > max_pixels:
+        im.close()
+        raise ImageTooLarge(f"{name}: {h}×{w} = {w * h} pixels is over the limit of {max_pixels}")
+    return im
+
+
+class ImageTooLarge(ValueError):
+    """An image whose header claims more pixels than the limit (refused before decoding)."""
 
 
 def pixels_to_tensor(arr: np.ndarray, channels: int, full: float = 255.0) -> torch.Tensor:

@@ -11,7 +11,7 @@ from PIL import Image
 
 import pgdm
 from pgdm import validate
-from pgdm.io import fit_size, list_images, read_image
+from pgdm.io import fit_size, list_images, open_image_checked, read_image
 from pgdm.measurements import measurement_files, write_measurement
 from pgdm.methods import METHODS
 from pgdm.operators import GaussianNoise, Operator, check_spec, parse, spec_help
@@ -119,10 +119,10 @@ def _degrade_operator_for(args, path: Path, shape: tuple[int, int, int]) -> Oper
 def _degrade_operator(args, path: Path) -> Operator | None:
     """The task's operator for ``path``'s size read from its header (None if unreadable: reported later)."""
     try:
-        with Image.open(path) as im:
+        with open_image_checked(path, str(path)) as im:
             width, height = im.size
         return parse(args.task, (1 if args.gray else 3, *((args.size,) * 2 if args.size else (height, width))), seed=args.seed)
-    except (OSError, ValueError, Image.DecompressionBombError):
+    except (OSError, ValueError, SyntaxError):
         return None
 
 

@@ -8,10 +8,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..io import MAX_PIXELS
+
 __all__ = ["JpegFileData", "read_jpeg_coefficients", "jpeg_frame_shape", "MAX_JPEG_PIXELS"]
 
 # Frames larger than this are refused from their header, before libjpeg allocates anything (Pillow's bomb limit).
-MAX_JPEG_PIXELS = 89_478_485
+MAX_JPEG_PIXELS = MAX_PIXELS  # the one limit of pgdm.io, checked here from the frame header
 
 # Start-of-frame markers libjpeg's coefficient reader handles here: baseline, extended and progressive Huffman.
 _SOF_SUPPORTED = {0xC0: "baseline", 0xC1: "extended sequential", 0xC2: "progressive"}
