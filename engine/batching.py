@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Hashable, Sequence
 
 import torch
 
-from pgdm.sampler import NonFiniteError, SamplingPlan, summarize_samples
+from pgdm.sampler import NonFiniteError, SamplingPlan, end_on_measurement, summarize_samples
 
 if TYPE_CHECKING:
     from .runner import Engine
@@ -58,7 +58,7 @@ def pad_plan(plan: SamplingPlan, padded: int) -> SamplingPlan | None:
 
 
 def group_key(plan: SamplingPlan) -> Hashable:
-    """Requests with equal keys can share a batch: (operator signature, image and measurement shapes, dtype, device, noisy?, labels?, clip x̂?)."""
+    """Requests with equal keys can share a batch: (operator signature, image and measurement shapes, dtype, device, noisy?, labels?, clip x̂?, end on y?)."""
     return (
         plan.op.signature(),
         tuple(plan.x_init.shape[1:]),
@@ -68,6 +68,7 @@ def group_key(plan: SamplingPlan) -> Hashable:
         plan.sigma_y2 is not None,
         plan.class_labels is not None,
         plan.clip_denoised,
+        plan.end_on_measurement,
     )
 
 
@@ -142,6 +143,7 @@ class RestoreQueue:
                 groups.setdefault(group_key(plan), []).append(i)
             for members in groups.values():
                 self._run_group([plans[i] for i in members], members, xs)
+        xs = [end_on_measurement(plan, x) for plan, x in zip(plans, xs)]  # once, after the loop (as RestoreInterface.restore)
         return [_summary(x, r, non_finite == "raise") for x, r in zip(xs, requests)]
 
     def _run(self, plan: SamplingPlan) -> torch.Tensor:

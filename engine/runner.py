@@ -42,7 +42,7 @@ class EngineConfig:
     """Everything an :class:`Engine` is built from.
 
     Attributes:
-        method, steps, eta, start_step, clip_denoised, method_options: the sampler's settings, as for
+        method, steps, eta, start_step, clip_denoised, method_options, end_on_measurement: the sampler's settings, as for
             :class:`pgdm.Restorer` (validated once, into ``sampler``, a :class:`pgdm.sampler.SamplerSettings`).
         backend: ``"auto"`` (the default: the fastest of the others on this device, measured per operator and batch
             size, :mod:`pgdm.engine.autotune`), ``"eager"`` (debugging; same numbers as ``Restorer``), ``"compile"``
@@ -87,6 +87,7 @@ class EngineConfig:
     method: str = "pigdm"
     method_options: Mapping[str, float | None] | None = field(default=None, hash=False)
     autotune_budget_s: float | None = None
+    end_on_measurement: bool = True
     sampler: SamplerSettings = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -98,7 +99,9 @@ class EngineConfig:
             raise ValueError(f"autotune_budget_s must be ≥ 0 seconds or None, got {self.autotune_budget_s}")
         if not self.auto and self.channels_last is None:
             object.__setattr__(self, "channels_last", False)
-        object.__setattr__(self, "sampler", settings_from(self.method, self.steps, self.eta, self.start_step, self.clip_denoised, self.method_options))
+        object.__setattr__(self, "sampler", settings_from(
+            self.method, self.steps, self.eta, self.start_step, self.clip_denoised, self.method_options, end_on_measurement=self.end_on_measurement
+        ))
         sizes = tuple(sorted(set(int(b) for b in self.batch_sizes)))
         if not sizes or sizes[0] < 1:
             raise ValueError(f"batch_sizes must be positive integers, got {self.batch_sizes}")

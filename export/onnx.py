@@ -241,7 +241,8 @@ class OnnxStepRestorer(RestoreInterface):
     settings as for ``pgdm.Restorer``. The host loop feeds each step's coefficients and the counter-based noise
     (the same draws as ``pgdm.Restorer``). A plan must fit the graph: its batch size, operator, noise (a noisy
     graph also runs noiseless plans: σ_y = 0 rows take the noiseless guidance), labels and clip_denoised.
-    ``threads``: ONNX Runtime's intra-op threads (None: its default).
+    ``threads``: ONNX Runtime's intra-op threads (None: its default). ``end_on_measurement``: as for ``pgdm.Restorer``
+    (applied after the loop, outside the graph).
 
     Example:
         >>> runner = OnnxStepRestorer("sr4_b2.onnx", pgdm.load_model("default"), steps=20)
@@ -259,22 +260,23 @@ class OnnxStepRestorer(RestoreInterface):
         options: dict | None = None,
         providers: Sequence[str] = ("CPUExecutionProvider",),
         threads: int | None = None,
+        end_on_measurement: bool = True,
     ) -> None:
         try:
             import onnxruntime
         except ImportError:
             raise ValueError("running an exported step needs onnxruntime: pip install 'pgdm[onnx]'") from None
-        options = onnxruntime.SessionOptions()
+        session_options = onnxruntime.SessionOptions()
         if threads:
-            options.intra_op_num_threads = threads
-        self.session = onnxruntime.InferenceSession(os.fspath(path), options, providers=list(providers))
+            session_options.intra_op_num_threads = threads
+        self.session = onnxruntime.InferenceSession(os.fspath(path), session_options, providers=list(providers))
         self.names = [i.name for i in self.session.get_inputs()]
         self.meta = self.session.get_modelmeta().custom_metadata_map  # "pgdm.*" keys written by export_step
         self.batch = int(self.meta.get("pgdm.batch", self.session.get_inputs()[0].shape[0]))
         self.method = self.meta.get("pgdm.method", "pigdm")
         self.coefficients = coefficient_names(self.method)
         clip_denoised = self.meta.get("pgdm.clip_denoised", "True") == "True"
-        self.settings = settings_from(self.method, steps, eta, start_step, clip_denoised, options)
+        self.settings = settings_from(self.method, steps, eta, start_step, clip_denoised, options, end_on_measurement=end_on_measurement)
         self.settings.check_model(denoiser)
         self.denoiser = denoiser
 

@@ -5,13 +5,13 @@
 """
 import importlib
 
-from . import ops, schedules
+from . import data, ops, schedules
 from .denoiser import Denoiser
 from .methods import METHODS, pigdm_coefficients, pigdm_step
 from .models import load_model
 from .sampler import Restorer, SamplerSettings
 
-__all__ = ["Denoiser", "METHODS", "Restorer", "SamplerSettings", "load_model", "pigdm_step", "pigdm_coefficients", "ops", "schedules"]
+__all__ = ["Denoiser", "METHODS", "Restorer", "SamplerSettings", "load_model", "pigdm_step", "pigdm_coefficients", "ops", "schedules", "data"]
 __version__ = "0.1.0"
 
 _LAZY_SUBPACKAGES = ("engine", "export", "kernels", "entrypoints")

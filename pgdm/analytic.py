@@ -13,7 +13,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-import math
 from typing import Callable
 
 from .denoiser import Denoiser

@@ -1,5 +1,6 @@
-"""Training data: Fashion-MNIST from Debian's ``dataset-fashion-mnist`` (the default model) and random crops of
-the colour photos shipped with scikit-image and scikit-learn (the photo model)."""
+"""Bundled demo images (:func:`demo_image`), and training data: Fashion-MNIST from Debian's
+``dataset-fashion-mnist`` (the default model) and random crops of the colour photos shipped with scikit-image and
+scikit-learn (the photo model)."""
 from __future__ import annotations
 
 import gzip
@@ -9,13 +10,35 @@ import numpy as np
 import torch
 
 __all__ = [
-    "FASHION_MNIST_DIR", "PHOTO_TRAIN", "PHOTO_HELD_OUT", "PhotoCrops", "downscale", "held_out_crops", "load_fashion_mnist",
-    "load_photo",
-    "to_model_range",
-]
+    "DEMO_DIR", "FASHION_MNIST_DIR", "PHOTO_TRAIN", "PHOTO_HELD_OUT", "PhotoCrops", "demo_image", "demo_images", "downscale",
+    "held_out_crops", "load_fashion_mnist", "load_photo", "to_model_range",
+]  # fmt: skip
 
+DEMO_DIR = Path(__file__).parent / "assets" / "demo"  # installed with the package
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 _FILES = {"train": "train-images-idx3-ubyte.gz", "test": "t10k-images-idx3-ubyte.gz"}
+
+
+def demo_images() -> list[Path]:
+    """The ten bundled 32×32 grayscale Fashion-MNIST test images (one per class, ``0_tshirt.png`` … ``9_boot.png``),
+    paths inside the installed package, in class order."""
+    return sorted(DEMO_DIR.glob("*.png"))
+
+
+def demo_image(name: str | int) -> Path:
+    """The path of one bundled demo image, by class index (``3``), name (``"dress"``, ``"3_dress"``) or file name.
+
+    Example:
+        >>> x = pgdm.io.read_image(pgdm.data.demo_image("dress"), channels=1)   # (1, 1, 32, 32) in [-1, 1]
+    """
+    images = demo_images()
+    key = str(name).strip().lower().removesuffix(".png")
+    for path in images:
+        index, _, label = path.stem.partition("_")
+        if key in (path.stem, index, label):
+            return path
+    names = ", ".join(p.stem.partition("_")[2] for p in images)
+    raise ValueError(f"no bundled demo image {name!r}; expected a class index 0–{len(images) - 1} or one of {names}")
 
 
 def load_fashion_mnist(root: str | Path = FASHION_MNIST_DIR, split: str = "train", size: int = 32) -> torch.Tensor:
@@ -36,7 +59,7 @@ def load_fashion_mnist(root: str | Path = FASHION_MNIST_DIR, split: str = "train
         raise ValueError(f"{path} is not an IDX image file (magic {magic}, expected 2051)")
     images = torch.from_numpy(np.frombuffer(raw[16:], dtype=np.uint8).reshape(n, 1, rows, cols).copy())
     if size < max(rows, cols):
-        raise ValueError(f"size {size} is smaller than the {rows}x{cols} images")
+        raise ValueError(f"size {size} is smaller than the {rows}×{cols} images")
     top, left = (size - rows) // 2, (size - cols) // 2
     out = torch.zeros(n, 1, size, size, dtype=torch.uint8)
     out[..., top : top + rows, left : left + cols] = images

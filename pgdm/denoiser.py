@@ -62,7 +62,7 @@ class Denoiser(nn.Module):
             raise ValueError(f"model expects images of shape (B, {self.channels}, H, W), got {tuple(shape)}")
         if self.image_size is not None and tuple(shape[-2:]) != (self.image_size, self.image_size):
             raise ValueError(
-                f"model works on {self.image_size}x{self.image_size} images, got {shape[-2]}x{shape[-1]}; resize or crop the input"
+                f"model works on {self.image_size}×{self.image_size} images, got {shape[-2]}×{shape[-1]}; resize or crop the input"
             )
         if self.class_cond and class_labels is None:
             raise ValueError("this model is class-conditional: pass class_labels, a (B,) int tensor or an int")

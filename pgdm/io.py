@@ -12,6 +12,7 @@ import os
 import re
 import secrets
 import socket
+import warnings
 from pathlib import Path
 from typing import Callable, Union
 
@@ -19,8 +20,13 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+MAX_PIXELS = 89_478_485  # one limit for every image file read (PNG, JPEG, …): Pillow's default decompression-bomb limit
+
 __all__ = [
     "IMAGE_SUFFIXES",
+    "MAX_PIXELS",
+    "ImageTooLarge",
+    "open_image_checked",
     "ImageLike",
     "read_image",
     "is_colour",
@@ -65,18 +71,18 @@ def read_image(path: str | Path, channels: int, *, to_gray: bool = False, notes:
     equal reads as grayscale. A colour file read for ``channels == 1`` is refused unless ``to_gray`` (then it
     is converted with ITU-R 601 luma, as Pillow's "L" mode, and a note is appended to ``notes``).
     Transparency is dropped. Raises ValueError naming the file when it is missing, unreadable, corrupt or
-    larger than Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``).
+    larger than :data:`MAX_PIXELS`, which is checked from the header before anything is decoded.
     """
     path = Path(path)
     try:
-        with Image.open(path) as im:
+        with open_image_checked(path, str(path)) as im:
             if im.mode in ("RGBA", "LA", "P", "PA", "CMYK", "YCbCr", "1"):
                 im = im.convert("L" if im.mode in ("LA", "1") else "RGB")
             arr, full = _pixels(im)
     except FileNotFoundError:
         raise ValueError(f"{path}: file not found") from None
-    except Image.DecompressionBombError as err:
-        raise ValueError(f"{path}: {err}") from None
+    except ImageTooLarge:
+        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ValueError(f"{path}: not a readable image ({err})") from None
     if arr.ndim == 3 and _is_gray(arr):
@@ -106,6 +112,28 @@ def is_colour(path: str | Path) -> bool:
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         return False
     return not _is_gray(arr)
+
+
+def open_image_checked(source, name: str, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """``Image.open(source)`` (a path or a binary file object) after its header's size is checked: a ValueError
+    naming ``name`` for an image over ``max_pixels``, before any pixel is decoded and without Pillow's
+    DecompressionBombWarning. The image is opened lazily, as Pillow does; use it in a ``with`` block."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is checked below, against one limit
+        try:
+            im = Image.open(source)
+        except Image.DecompressionBombError as err:  # over twice Pillow's limit: Pillow refuses it from the header
+            claimed = re.search(r"\((\d+) pixels\)", str(err))
+            raise ImageTooLarge(f"{name}: {claimed[1] if claimed else 'more than ' + str(max_pixels)} pixels is over the limit of {max_pixels}") from None
+    w, h = im.size
+    if w * h > max_pixels:
+        im.close()
+        raise ImageTooLarge(f"{name}: {h}×{w} = {w * h} pixels is over the limit of {max_pixels}")
+    return im
+
+
+class ImageTooLarge(ValueError):
+    """An image whose header claims more pixels than the limit (refused before decoding)."""
 
 
 def pixels_to_tensor(arr: np.ndarray, channels: int, full: float = 255.0) -> torch.Tensor:
@@ -184,7 +212,8 @@ def remove_stale_temporaries(folder: str | Path) -> list[Path]:
 
 
 def write_bytes_atomic(path: str | Path, write: Callable[[str], None]) -> Path:
-    """Create ``path`` atomically: ``write(tmp)`` fills a temporary file beside it, which is fsynced and renamed.
+    """Create ``path`` atomically and durably: ``write(tmp)`` fills a temporary file beside it, which is fsynced and
+    renamed, and the folder is fsynced.
 
     The file gets mode 0666 less the umask, as ``open()`` gives; on any failure the temporary file is removed.
     """
@@ -199,10 +228,24 @@ def write_bytes_atomic(path: str | Path, write: Callable[[str], None]) -> Path:
         finally:
             os.close(fd)
         os.replace(tmp, path)
+        _fsync_folder(path.parent)  # the rename itself on disk: the file is durably in place
     finally:
         if os.path.lexists(tmp):
             os.unlink(tmp)
     return path
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # a platform without directory descriptors
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # file systems that refuse fsync on a directory
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_json_atomic(obj, path: str | Path) -> Path:
@@ -227,17 +270,27 @@ def write_image(x: torch.Tensor, path: str | Path, **save_options) -> Path:
     return write_bytes_atomic(path, lambda tmp: image.save(tmp, format=fmt, **save_options))
 
 
-def list_images(inputs: list[str | Path]) -> list[Path]:
-    """Expand files and directories (non-recursive, sorted) into image files; a folder with none is an error."""
+def list_images(inputs: list[str | Path], notes: list[str] | None = None) -> list[Path]:
+    """Expand files and directories (non-recursive, sorted) into image files; a folder with none is an error.
+
+    A file given more than once (the same path, or a folder and a file in it) is listed once, where it first
+    appears; each repeat is described in ``notes`` when given.
+    """
     files: list[Path] = []
+    seen: dict[Path, Path] = {}
     for item in map(Path, inputs):
         if item.is_dir():
             found = sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
             if not found:
                 raise ValueError(f"{item}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder")
-            files.extend(found)
         else:
-            files.append(item)
+            found = [item]
+        for path in found:
+            first = seen.setdefault(path.resolve(), path)
+            if first is path:
+                files.append(path)
+            elif notes is not None:
+                notes.append(f"{path} is given more than once (as {first}); it is processed once")
     return files
 
 
@@ -251,7 +304,7 @@ def fit_size(x: torch.Tensor, size: tuple[int, int], mode: str | None, name: str
         return torch.nn.functional.interpolate(x, size=size, mode="bicubic", antialias=True, align_corners=False).clamp(-1, 1)
     if mode == "crop":
         if h < size[0] or w < size[1]:
-            raise ValueError(f"{name}: cannot crop a {h}x{w} image to {size[0]}x{size[1]}; use --resize")
+            raise ValueError(f"{name}: cannot crop a {h}×{w} image to {size[0]}×{size[1]}; use --resize")
         top, left = (h - size[0]) // 2, (w - size[1]) // 2
         return x[..., top : top + size[0], left : left + size[1]]
-    raise ValueError(f"{name}: image is {h}x{w} but {size[0]}x{size[1]} is needed; pass --resize or --crop")
+    raise ValueError(f"{name}: image is {h}×{w} but {size[0]}×{size[1]} is needed; pass --resize or --crop")

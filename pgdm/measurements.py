@@ -121,7 +121,7 @@ def read_mask(path: Path, size: tuple[int, int], fit: str | None = None) -> torc
         raise ValueError(f"{path}: a mask must be black (missing) and white (observed) only; found {levels.numel()} gray levels")
     if tuple(m.shape[-2:]) != size:
         if fit is None:
-            raise ValueError(f"{path}: mask is {m.shape[-2]}x{m.shape[-1]} but {size[0]}x{size[1]} is needed; pass --resize or --crop")
+            raise ValueError(f"{path}: mask is {m.shape[-2]}×{m.shape[-1]} but {size[0]}×{size[1]} is needed; pass --resize or --crop")
         m = fit_size(m, size, "crop", str(path)) if fit == "crop" else torch.nn.functional.interpolate(m, size=size, mode="nearest")
     return (m > 0).float()
 
@@ -137,7 +137,7 @@ def _fitted(y: torch.Tensor, size: tuple[int, int], fit: str | None, path: Path,
     h, w = y.shape[-2:]
     out = fit_size(y, size, fit, str(path))
     if (h, w) != tuple(size) and notes is not None:
-        notes.append(f"{path}: {h}x{w} {'resized' if fit == 'resize' else 'centre-cropped'} to {size[0]}x{size[1]}")
+        notes.append(f"{path}: {h}×{w} {'resized' if fit == 'resize' else 'centre-cropped'} to {size[0]}×{size[1]}")
     return out
 
 

@@ -14,7 +14,8 @@ def add_model_options(p: argparse.ArgumentParser, default: str | None = "default
     chosen = "'photo' when an input is in colour and --gray is not given, else 'default'" if default is None else f"{default!r}"
     p.add_argument("--model", default=default, help="'default' (embedded, 32×32 grayscale), 'photo' (embedded, 32×32 RGB), a checkpoint "
                    f"(.pt/.safetensors) or a diffusers folder (default: {chosen})")  # fmt: skip
-    p.add_argument("--config", help="model preset name (e.g. 256x256_diffusion_uncond) or JSON config file, when the layout cannot be inferred")
+    p.add_argument("--config", help="model preset name (e.g. 256x256_diffusion_uncond; fashion32 is the embedded model's) or JSON config "
+                   "file, when the layout cannot be inferred (default: the JSON beside a .safetensors file, else inferred)")  # fmt: skip
 
 
 def add_engine_options(p: argparse.ArgumentParser) -> None:

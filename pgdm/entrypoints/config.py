@@ -60,15 +60,19 @@ def sigma_y_value(value: object) -> float:
     return sigma
 
 
-def sampler_settings(method: str = "pigdm", steps: int = 100, eta: float | None = None, start_step: int | None = None) -> SamplerSettings:
-    """The method and its settings from the command-line options (``--method``, ``--steps``, ``--eta``, ``--start-step``),
-    with errors naming those flags."""
+def sampler_settings(
+    method: str = "pigdm", steps: int = 100, eta: float | None = None, start_step: int | None = None, end_on_measurement: bool = True
+) -> SamplerSettings:
+    """The method and its settings from the command-line options (``--method``, ``--steps``, ``--eta``, ``--start-step``,
+    ``--end-on-measurement/--no-end-on-measurement``), with errors naming those flags."""
     steps = validate.positive_int("--steps", steps)
     if eta is not None:
         eta = validate.real_in_range("--eta", eta, 0.0, 1.0)
     if start_step is not None:
         start_step = validate.integer("--start-step", start_step)
-    return settings_from(method, steps, eta, start_step, True, None)
+    if not isinstance(end_on_measurement, bool):
+        raise ValueError(f"--end-on-measurement/--no-end-on-measurement takes no value; got {end_on_measurement!r}")
+    return settings_from(method, steps, eta, start_step, True, None, end_on_measurement=end_on_measurement)
 
 
 @dataclass(frozen=True)
@@ -129,12 +133,15 @@ class EngineSettings:
         """``pgdm.Restorer`` for the plain settings, else a ``pgdm.engine.Engine`` compiled/captured for ``batch``
         rows (default :attr:`batch_size`; a smaller last batch is padded to it instead of compiling again)."""
         if self.plain:
-            return Restorer(denoiser, sampler.steps, None, sampler.start_step, sampler.clip_denoised, method=sampler.method, options=dict(sampler.options))
+            return Restorer(
+                denoiser, sampler.steps, None, sampler.start_step, sampler.clip_denoised,
+                method=sampler.method, options=dict(sampler.options), end_on_measurement=sampler.end_on_measurement,
+            )  # fmt: skip
         from pgdm.engine import Engine, EngineConfig
 
         config = EngineConfig(
             method=sampler.method, steps=sampler.steps, start_step=sampler.start_step, clip_denoised=sampler.clip_denoised,
-            method_options=dict(sampler.options), backend=self.backend, precision=self.precision,
+            method_options=dict(sampler.options), end_on_measurement=sampler.end_on_measurement, backend=self.backend, precision=self.precision,
             channels_last=self.channels_last, batch_sizes=(batch or self.batch_size,),
         )  # fmt: skip
         return Engine(denoiser, config)

@@ -5,9 +5,9 @@ Every rank sets up the same :class:`pgdm.entrypoints.restore_job.RestoreJob` (on
 CUDA ``--device``, else the CPU). Rank 0 lists the unfinished images and broadcasts that list; ranks then
 claim batches of ``--batch-size`` positions of it from one counter in torchrun's c10d store (``store.add``),
 so a fast rank takes more batches and no image is handed out twice. Each rank merges its entries into
-``metrics.json`` under the folder's lock before writing its PNGs (:class:`pgdm.entrypoints.outputs.MetricsFile`), so the
+``metrics.json`` under the folder's lock after writing its PNGs (:class:`pgdm.entrypoints.outputs.MetricsFile`), so the
 file stays one valid JSON object with each finished image once, whichever rank dies when. A re-run, with any
-world size, or torchrun's own restart (``--max-restarts``) skips every image whose PNG exists.
+world size, or torchrun's own restart (``--max-restarts``) skips every image whose PNG exists and is listed.
 
 Example, inside a script launched with ``torchrun --nproc-per-node 2 script.py``::
 
@@ -29,9 +29,9 @@ from typing import Iterator, Sequence
 
 import torch
 import torch.distributed as dist
-from tqdm import tqdm
 
 from .config import RestoreJobConfig, parse_device
+from .progress import progress_bar
 from .restore_job import RestoreJob, WorkItem, print_summary
 
 __all__ = ["Launch", "RankReport", "WorkCounter", "device_for_rank", "launched_by_torchrun", "restore"]
@@ -137,7 +137,7 @@ def _restore_ranks(config: RestoreJobConfig, launch: Launch, device: torch.devic
     if count != len(job.images):
         raise ValueError(f"rank {launch.rank} on {socket.gethostname()} finds {len(job.images)} input images, rank 0 finds {count}")
     work: list[WorkItem] = [(i, job.images[i]) for i in indices]
-    bar = tqdm(total=len(work), desc=config.io.label, unit="img", disable=config.io.quiet or not lead, smoothing=0)
+    bar = progress_bar(len(work), config.io.label, "img", disable=config.io.quiet or not lead, smoothing=0)
 
     def show(global_done: int) -> None:
         bar.update(global_done - bar.n)

@@ -4,8 +4,11 @@ A job is built from a :class:`~pgdm.entrypoints.config.RestoreJobConfig`. The si
 every unfinished image in one call of :meth:`RestoreJob.restore`; each torchrun rank
 (:mod:`pgdm.entrypoints.distributed`) calls it on the batches it claims. Image ``i`` of the input list uses
 seed ``--seed + i`` and the sampler's noise does not depend on the batch, so an image's output is the same
-whichever process restores it. Outputs are written atomically; an image's ``metrics.json`` entry is merged
-(:class:`pgdm.entrypoints.outputs.MetricsFile`) before its PNG is written, so a PNG marks a finished image.
+whichever process restores it. Outputs are written atomically and durably (temporary file, fsync, rename, fsync of
+the folder); an image's ``metrics.json`` entry is merged (:class:`pgdm.entrypoints.outputs.MetricsFile`) only after
+its PNG is in place, so an entry always has its file. An image is finished when it has both; one with a PNG but no
+entry (a kill between the two) is restored again. A write that fails (a full disk) stops the job with a one-line
+error naming the file; what was finished is kept and the same command resumes.
 """
 from __future__ import annotations
 
@@ -17,7 +20,6 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
-from tqdm import tqdm
 
 from pgdm.grids import measurement_view, write_grid
 from pgdm.io import fit_size, is_colour, list_images, read_image, write_image
@@ -29,6 +31,7 @@ from pgdm.sampler import NonFiniteError
 
 from .config import RestoreJobConfig
 from .outputs import MetricsFile, OutputFolder, output_names
+from .progress import progress_bar
 
 __all__ = ["GRID_LABELS", "RestoreJob", "WorkItem", "print_summary"]
 
@@ -75,7 +78,10 @@ class RestoreJob:
     def __init__(self, config: RestoreJobConfig, device: torch.device, *, show_progress: bool = True) -> None:
         task, io = config.task, config.io
         self.config, self.device, self.show_progress = config, device, show_progress and not io.quiet
-        paths = list_images(io.inputs)
+        duplicates: list[str] = []
+        paths = list_images(io.inputs, duplicates)
+        for note in duplicates if show_progress else ():
+            print(f"note: {note}", file=sys.stderr)
         if config.model.name is None:  # the embedded model that fits the inputs' colour
             config = dataclasses.replace(config, model=dataclasses.replace(config.model, name=embedded_model_for(paths, io.gray)))
             self.config = config
@@ -101,8 +107,12 @@ class RestoreJob:
         self._restorer = None
 
     def pending(self) -> list[WorkItem]:
-        """The images still to restore, in input order: those without an output PNG (all with ``--overwrite``)."""
-        return [(i, p) for i, p in enumerate(self.images) if self.config.io.overwrite or not self.targets[p].exists()]
+        """The images still to restore, in input order: those without an output PNG or without a ``metrics.json``
+        entry (all with ``--overwrite``)."""
+        if self.config.io.overwrite:
+            return list(enumerate(self.images))
+        listed = self.metrics.read()
+        return [(i, p) for i, p in enumerate(self.images) if not (self.targets[p].exists() and self.names[p] in listed)]
 
     def _fail(self, message: str) -> None:
         self.failures.append(message)
@@ -174,7 +184,7 @@ class RestoreJob:
         task, device, grid = self.config.task, self.device, self.config.io.grid
         op = batch[0].op.to(device)
         y = torch.cat([it.y for it in batch]).to(device)
-        step_bar = tqdm(total=self.config.sampler.steps, desc="steps", leave=False, disable=not self.show_progress)
+        step_bar = progress_bar(self.config.sampler.steps, "steps", disable=not self.show_progress, nested=True, leave=False)
         start = time.perf_counter()
         try:
             result = self._restorer.restore(
@@ -208,14 +218,27 @@ class RestoreJob:
             if grid:
                 view = measurement_view(y[i : i + 1], op, tuple(x.shape[-2:]))
                 self.grid_rows[it.index] = [view.cpu(), baseline[i].cpu(), x[i].cpu()] + ([it.reference[0]] if it.reference is not None else [])
-        self.metrics.update(entries)  # first: an image whose PNG exists is finished and has its entry
-        for i, it in enumerate(batch):
-            if i in bad:
-                continue
-            if std is not None:
-                write_image(std[i] / std[i].max().clamp_min(1e-8) * 2 - 1, self.stds[it.path])
-            write_image(x[i], self.targets[it.path])
-        return len(batch) - len(bad)
+        written = {}
+        try:
+            for i, it in enumerate(batch):
+                if i in bad:
+                    continue
+                if std is not None:
+                    self._write(std[i] / std[i].max().clamp_min(1e-8) * 2 - 1, self.stds[it.path])
+                self._write(x[i], self.targets[it.path])
+                written[it.name] = entries[it.name]
+        finally:
+            if written:
+                self.metrics.update(written)  # after the files: an entry in metrics.json always has its PNG on disk
+        return len(written)
+
+    def _write(self, image: torch.Tensor, path: Path) -> None:
+        try:
+            write_image(image, path)
+        except OSError as err:
+            reason = err.strerror or str(err)
+            raise OSError(err.errno, f"cannot write {path} ({reason}); the images finished so far are kept: "
+                          "make room and run the same command again to resume") from None  # fmt: skip
 
     def write_grid(self, rows: dict[int, list[torch.Tensor]] | None = None) -> None:
         """Write ``--grid``, one row per restored image in input order: ``rows`` (default: this process's own,

@@ -35,7 +35,14 @@ DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "assets" / "default" / "mo
 PHOTO_MODEL = Path(__file__).resolve().parents[1] / "assets" / "photo" / "model.safetensors"
 # Names load_model resolves to the models shipped inside the package (DEFAULT_MODEL, PHOTO_MODEL).
 EMBEDDED_MODELS = ("default", "photo")
-ConfigLike = str | Mapping[str, Any] | ModelConfig
+ConfigLike = str | os.PathLike[str] | Mapping[str, Any] | ModelConfig
+# The embedded model's config, by the name its JSON file gives it: a config name beside the published presets.
+EMBEDDED_CONFIGS = {"fashion32": DEFAULT_MODEL.with_suffix(".json")}
+# How to name the layout, on the command line and in Python.
+_CONFIG_HINT = (
+    "give its config: --config PRESET (docs/models.md; fashion32 is the embedded model's) or --config FILE.json (as "
+    "`pgdm convert` writes it, or create_model kwargs) on the command line, config= in Python"
+)
 StateDict = dict[str, torch.Tensor]
 Layout = dict[str, tuple[int, ...]]
 
@@ -59,10 +66,18 @@ def _layout(state_dict: Mapping[str, torch.Tensor]) -> Layout:
 
 
 def check_state_dict(net: nn.Module, state_dict: Mapping[str, torch.Tensor], config: ModelConfig) -> None:
-    """Raise a one-line ValueError naming the first missing, unexpected or wrongly shaped key."""
-    problem = _first_layout_difference(_layout(state_dict), _layout(net.state_dict()))
+    """Raise a one-line ValueError naming the first missing, unexpected or wrongly shaped key, or the first
+    key holding integers (or booleans) where the network has floating-point weights."""
+    expected = net.state_dict()
+    problem = _first_layout_difference(_layout(state_dict), _layout(expected))
     if problem:
         raise ValueError(f"checkpoint does not fit model config {config.name or dict(config.kwargs)}: {problem}")
+    for key, tensor in state_dict.items():
+        if expected[key].is_floating_point() and not tensor.is_floating_point():
+            raise ValueError(
+                f"checkpoint key {key!r} holds {str(tensor.dtype).removeprefix('torch.')} values; "
+                "weights must be floating point (float32, float16, bfloat16 or float64)"
+            )
 
 
 @functools.cache
@@ -93,18 +108,30 @@ def infer_config(state_dict: Mapping[str, torch.Tensor]) -> ModelConfig:
         closest = min(candidates, key=lambda n: len(set(_preset_layout(n).items()) ^ set(layout.items())))
         raise ValueError(
             f"the state dict matches no published {architecture} layout (closest preset {closest!r}: "
-            f"{_first_layout_difference(layout, _preset_layout(closest))}); pass config= (a preset name or create_model kwargs)"
+            f"{_first_layout_difference(layout, _preset_layout(closest))}); {_CONFIG_HINT}"
         )
     if len({PRESETS[name].behaviour_key() for name in matches}) > 1:
-        raise ValueError(f"the state dict fits several presets that compute differently ({matches}); pass config= to choose")
+        raise ValueError(f"the state dict fits several presets that compute differently ({matches}); {_CONFIG_HINT}")
     return PRESETS[matches[0]]
 
 
 def _resolve_config(config: ConfigLike) -> ModelConfig:
+    """A :class:`ModelConfig` from a preset name, a JSON file's path, a dict or a ModelConfig."""
     if isinstance(config, ModelConfig):
         return config
-    if isinstance(config, str):
-        return ModelConfig.from_name(config)
+    if isinstance(config, (str, os.PathLike)):
+        path = Path(config)
+        if str(config) in EMBEDDED_CONFIGS:
+            path = EMBEDDED_CONFIGS[str(config)]
+        elif str(config) in PRESETS or (path.suffix != ".json" and not path.is_file()):
+            if str(config) not in PRESETS:
+                raise ValueError(f"unknown model config {str(config)!r}; give a preset ({', '.join(sorted([*PRESETS, *EMBEDDED_CONFIGS]))}) or a JSON file")
+            return ModelConfig.from_name(str(config))
+        if not path.is_file():
+            raise FileNotFoundError(f"no such model config file: {str(config)!r}; give a preset ({', '.join(sorted([*PRESETS, *EMBEDDED_CONFIGS]))}) or a JSON file")
+        return _sidecar_config(path, read_json_object(path, "the model config (pgdm convert writes it) or create_model kwargs"))
+    if not isinstance(config, Mapping):
+        raise ValueError(f"config must be a preset name, a JSON file, a dict or a ModelConfig, got {type(config).__name__}")
     return ModelConfig.from_dict(config)
 
 
@@ -113,6 +140,8 @@ def _sidecar_config(sidecar: Path, meta: dict[str, Any]) -> ModelConfig:
         return ModelConfig.from_dict(meta)
     except (ValueError, TypeError, AttributeError) as e:
         raise ValueError(f"{sidecar}: not a valid model config ({first_sentence(str(e))})") from None
+    except KeyError as e:
+        raise ValueError(f"{sidecar}: not a valid model config (missing {e})") from None
 
 
 def load_network(
@@ -144,7 +173,7 @@ def _resolve_spec(spec: str | os.PathLike[str]) -> Path:
         return path
     path = Path(spec)
     if not path.exists():
-        hint = f"; to use preset {spec!r}, pass its checkpoint path and config={spec!r}" if spec in PRESETS else ""
+        hint = f"; {spec!r} is a config preset: give the checkpoint's path and --config {spec} (config= in Python)" if spec in PRESETS else ""
         raise FileNotFoundError(f"no such model file or folder: {str(spec)!r}{hint}")
     return path
 

@@ -21,6 +21,35 @@ Architecture = Literal["adm", "ddpm"]
 # Settings that never change what an eval-mode network computes.
 _NO_EFFECT_KEYS = frozenset({"dropout", "use_fp16", "use_checkpoint"})
 
+# The type of every config key, as a description and a check (bool is not taken for an int).
+_INT = ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool))
+_BOOL = ("true or false", lambda v: isinstance(v, bool))
+_NUMBER = ("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool))
+_INTS = ("a list of integers", lambda v: isinstance(v, (list, tuple)) and all(_INT[1](i) for i in v))
+_NUMBERS_OR_TEXT = ('a list of numbers or a string such as "1,2,2"', lambda v: isinstance(v, str) or (isinstance(v, (list, tuple)) and all(_NUMBER[1](i) for i in v)))
+_INTS_OR_TEXT = ('a list of integers, an integer or a string such as "32,16,8"', lambda v: isinstance(v, str) or _INT[1](v) or _INTS[1](v))
+_KEY_TYPES = {
+    "adm": {
+        **dict.fromkeys(("num_channels", "num_res_blocks", "image_size", "large_size", "small_size", "num_heads",
+                         "num_head_channels", "num_heads_upsample", "channels"), _INT),
+        **dict.fromkeys(("learn_sigma", "class_cond", "use_checkpoint", "use_scale_shift_norm", "resblock_updown", "use_fp16",
+                         "use_new_attention_order"), _BOOL),
+        "dropout": _NUMBER, "channel_mult": _NUMBERS_OR_TEXT, "attention_resolutions": _INTS_OR_TEXT,
+    },
+    "ddpm": {
+        **dict.fromkeys(("ch", "out_ch", "num_res_blocks", "resolution", "in_channels"), _INT),
+        "ch_mult": _INTS, "attn_resolutions": _INTS, "dropout": _NUMBER, "resamp_with_conv": _BOOL,
+    },
+}  # fmt: skip
+
+
+def _check_key_types(architecture: str, kwargs: Mapping[str, Any]) -> None:
+    """A one-line ValueError naming the first config key whose value has the wrong type (``"image_size": "big"``)."""
+    for key, value in kwargs.items():
+        what, ok = _KEY_TYPES[architecture].get(key, ("", lambda v: True))
+        if value is not None and not ok(value):
+            raise ValueError(f"config key {key!r} must be {what}, got {value!r}")
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -48,6 +77,9 @@ class ModelConfig:
             check_ddpm_kwargs(dict(self.kwargs))
         else:
             raise ValueError(f"unknown architecture {self.architecture!r}; expected 'adm' or 'ddpm'")
+        _check_key_types(self.architecture, self.kwargs)
+        if not _INT[1](self.diffusion_steps) or self.diffusion_steps < 2:
+            raise ValueError(f"diffusion_steps must be an integer ≥ 2, got {self.diffusion_steps!r}")
         if self.noise_schedule not in ("linear", "cosine"):
             raise ValueError(f"unknown noise_schedule {self.noise_schedule!r}; expected 'linear' or 'cosine'")
 
@@ -71,11 +103,13 @@ class ModelConfig:
         if "config" not in d:
             return cls("adm", dict(d))
         diffusion = d.get("diffusion", {})
+        if not isinstance(d["config"], Mapping) or not isinstance(diffusion, Mapping):
+            raise ValueError('"config" and "diffusion" must be JSON objects')
         return cls(
             architecture=d.get("architecture", "adm"),
             kwargs=dict(d["config"]),
             noise_schedule=diffusion.get("noise_schedule", "linear"),
-            diffusion_steps=int(diffusion.get("diffusion_steps", 1000)),
+            diffusion_steps=diffusion.get("diffusion_steps", 1000),
             name=d.get("name"),
         )
 

@@ -8,7 +8,7 @@ from .jpeg import JPEG, quality_tables
 from .quantize import LowDynamicRange, Quantize
 from .inpaint import Inpaint, center_box_mask, freeform_mask, random_pixel_mask
 from .noise import GaussianNoise
-from .parse import parse, spec_help
+from .parse import check_spec, parse, spec_help
 from .superres import SuperResolution
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "Compose",
     "GaussianNoise",
     "parse",
+    "check_spec",
     "spec_help",
     "center_box_mask",
     "random_pixel_mask",

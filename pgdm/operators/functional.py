@@ -63,7 +63,7 @@ def kernel_spectrum(kernel: torch.Tensor, height: int, width: int) -> torch.Tens
     """
     kh, kw = kernel.shape
     if kh > height or kw > width:
-        raise ValueError(f"blur kernel {kh}x{kw} is larger than the {height}x{width} image")
+        raise ValueError(f"blur kernel {kh}×{kw} is larger than the {height}×{width} image")
     grid = torch.zeros(height, width, dtype=kernel.dtype, device=kernel.device)
     grid[:kh, :kw] = kernel
     grid = torch.roll(grid, shifts=(-(kh // 2), -(kw // 2)), dims=(0, 1))

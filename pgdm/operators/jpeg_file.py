@@ -8,10 +8,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..io import MAX_PIXELS
+
 __all__ = ["JpegFileData", "read_jpeg_coefficients", "jpeg_frame_shape", "MAX_JPEG_PIXELS"]
 
 # Frames larger than this are refused from their header, before libjpeg allocates anything (Pillow's bomb limit).
-MAX_JPEG_PIXELS = 89_478_485
+MAX_JPEG_PIXELS = MAX_PIXELS  # the one limit of pgdm.io, checked here from the frame header
 
 # Start-of-frame markers libjpeg's coefficient reader handles here: baseline, extended and progressive Huffman.
 _SOF_SUPPORTED = {0xC0: "baseline", 0xC1: "extended sequential", 0xC2: "progressive"}
@@ -39,7 +41,7 @@ class JpegFileData:
 
 
 def _fail(path: str, problem: str) -> ValueError:
-    return ValueError(f"{os.path.basename(path)}: {problem}")
+    return ValueError(f"{path}: {problem}")
 
 
 def _frame_header(path: str, data: bytes) -> tuple[int, int, int, int, list[tuple[int, int]], int]:
@@ -84,9 +86,9 @@ def _checked_frame(path: str, data: bytes) -> tuple[int, int, int, list[tuple[in
     """The frame header, with the claimed size checked against :data:`MAX_JPEG_PIXELS` and the format's limits."""
     _, precision, height, width, sampling, sos = _frame_header(path, data)
     if height == 0 or width == 0:
-        raise _fail(path, f"JPEG frame header gives a {height}x{width} image (DNL-defined heights are not supported)")
+        raise _fail(path, f"JPEG frame header gives a {height}×{width} image (DNL-defined heights are not supported)")
     if height * width > MAX_JPEG_PIXELS:
-        raise _fail(path, f"JPEG frame header claims {height}x{width} = {height * width} pixels, over the limit of {MAX_JPEG_PIXELS}")
+        raise _fail(path, f"JPEG frame header claims {height}×{width} = {height * width} pixels, over the limit of {MAX_JPEG_PIXELS}")
     return precision, height, width, sampling, sos
 
 

@@ -137,6 +137,18 @@ def parse(spec: str, shape: tuple[int, int, int], *, seed: int = 0) -> Operator:
     return ops[0] if len(ops) == 1 else Compose(ops)
 
 
+def check_spec(spec: str) -> None:
+    """Raise the one-line ValueError :func:`parse` would for a spec that names no known operators, without building
+    anything: what is wrong with the spec, whatever the image (sizes are :func:`parse`'s to check)."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"operator spec must be a non-empty string such as 'sr4' or 'blur-uniform9+jpeg75', got {spec!r}")
+    for part in spec.strip().lower().split("+"):
+        if not part.strip():
+            raise ValueError(f"empty operator name in spec {spec!r}: names are joined by single '+' signs")
+        if not any(re.fullmatch(pattern, part.strip()) for pattern, _, _ in _TABLE):
+            raise ValueError(f"unknown operator {part.strip()!r} in spec; expected one of: " + "; ".join(h.split(":")[0] for _, _, h in _TABLE))
+
+
 def _build_one(part: str, shape: tuple[int, ...], seed: int) -> Operator:
     for pattern, factory, _ in _TABLE:
         m = re.fullmatch(pattern, part)

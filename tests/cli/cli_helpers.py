@@ -10,7 +10,6 @@ from pathlib import Path
 from pgdm.entrypoints.cli import main
 
 PGDM = str(Path(sys.executable).parent / "pgdm")
-from tiny_model import SIZE
 
 
 @dataclass

@@ -61,7 +61,6 @@ def test_a_method_spec_can_start_from_the_noised_pseudoinverse(tmp_path):
 
 
 def test_bench_tune_reports_the_best_value_of_a_direct_restore(tmp_path, capsys):
-    import torch
 
     import pgdm
     from pgdm.entrypoints.bench.tune import tune_images

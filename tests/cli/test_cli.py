@@ -3,6 +3,7 @@
 Tests where a separate process is the point (a missing compiler, kill -9, concurrent writers) are in
 test_cli_processes.py.
 """
+import argparse
 import json
 import os
 
@@ -163,14 +164,14 @@ def test_size_mismatch_and_fit_options(model, tmp_path):
     for fit in ("--resize", "--crop"):
         proc = run("restore", "sr2", tmp_path / "big.png", "-o", tmp_path / fit, "--model", model, "--steps", 2, "--simulate", fit, "--quiet")
         assert Image.open(tmp_path / fit / "big.png").size == (SIZE, SIZE)
-        assert "big.png: 20x24" in proc.stderr and f"to the model's {SIZE}x{SIZE}" in proc.stderr
+        assert "big.png: 20×24" in proc.stderr and f"to the model's {SIZE}×{SIZE}" in proc.stderr
 
 
 def test_resize_fits_a_measurement_so_the_output_has_the_model_size(model, tmp_path):
     """SR×4 on a 16×16 model restores 16×16 images from 4×4 measurements: a 10×10 input is resized to 4×4."""
     Image.fromarray(np.full((10, 10), 90, np.uint8)).save(tmp_path / "low.png")
     proc = run("restore", "sr4", tmp_path / "low.png", "-o", tmp_path / "out", "--model", model, "--steps", 2, "--resize", "--quiet")
-    assert "low.png: 10x10 resized to 4x4" in proc.stderr
+    assert "low.png: 10×10 resized to 4×4" in proc.stderr
     assert Image.open(tmp_path / "out" / "low.png").size == (SIZE, SIZE)
 
 
@@ -217,7 +218,7 @@ def test_jpeg_header_claiming_a_huge_frame_is_refused_before_decoding(model, tmp
     (tmp_path / "huge.jpg").write_bytes(bytes(data))
     for task in ("jpeg", "sr2+jpeg"):
         proc = run("restore", task, tmp_path / "huge.jpg", "-o", tmp_path / "out", "--model", model, "--quiet", code=1)
-        assert f"huge.jpg: JPEG frame header claims {side}x{side}" in proc.stderr
+        assert f"{tmp_path / 'huge.jpg'}: JPEG frame header claims {side}×{side}" in proc.stderr  # the full path
     with pytest.raises(ValueError, match="over the limit"):
         JPEG.from_file(tmp_path / "huge.jpg")
 
@@ -408,6 +409,113 @@ def test_method_option_runs_the_named_method(model, clean, tmp_path):
     assert (tmp_path / "pigdm" / "img0.png").read_bytes() != (tmp_path / "ddnm" / "img0.png").read_bytes()
     proc = run("restore", "jpeg10", clean / "img0.png", "-o", tmp_path / "dps", "--model", model, "--simulate", "--method", "dps", "--quiet", code=2)
     assert "pigdm" in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_end_on_measurement_flag_reaches_the_job_config():
+    from pgdm.entrypoints.cli import build_parser, restore_config
+
+    def config(*flags):
+        return restore_config(build_parser().parse_args(["restore", "sr4", "in.png", "-o", "out", *flags]))
+
+    assert config().sampler.end_on_measurement is True
+    assert config("--no-end-on-measurement").sampler.end_on_measurement is False
+    assert config("--end-on-measurement").sampler.end_on_measurement is True
+    assert "--no-end-on-measurement" in run("restore", "--help").stdout
+
+
+def test_a_failed_write_names_the_file_lists_only_written_images_and_resumes(model, clean, tmp_path, monkeypatch):
+    """A full disk: the write of the second image fails. metrics.json lists only images whose PNG is on disk, the
+    one-line error names the file, and the same command then finishes the job."""
+    import errno
+
+    import pgdm.entrypoints.restore_job as restore_job
+
+    real_write, calls = restore_job.write_image, []
+
+    def write_until_full(x, path, **kw):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(x, path, **kw)
+
+    monkeypatch.setattr(restore_job, "write_image", write_until_full)
+    out = tmp_path / "out"
+    args = ("restore", "sr2", clean, "-o", out, "--model", model, "--steps", 2, "--simulate", "--quiet")
+    failed = run(*args, code=2)
+    line = failed.stderr.strip().splitlines()[-1]
+    assert line.startswith("pgdm restore: error: cannot write ") and str(out / "img1.png") in line and "No space left" in line
+    assert "Traceback" not in failed.stderr
+    listed = set(json.loads((out / "metrics.json").read_text()))
+    assert listed == {p.stem for p in out.glob("img*.png")} == {"img0"}
+    monkeypatch.setattr(restore_job, "write_image", real_write)
+    resumed = run(*args)
+    assert "restored 2 image(s), skipped 1 already done" in resumed.stdout
+    assert set(json.loads((out / "metrics.json").read_text())) == {"img0", "img1", "img2"}
+
+
+def test_a_png_without_its_metrics_entry_is_restored_again(model, clean, tmp_path):
+    out = tmp_path / "out"
+    args = ("restore", "sr2", clean, "-o", out, "--model", model, "--steps", 2, "--simulate", "--quiet")
+    run(*args)
+    metrics = json.loads((out / "metrics.json").read_text())
+    del metrics["img1"]  # as a kill between the PNG and the metrics merge leaves it
+    (out / "metrics.json").write_text(json.dumps(metrics))
+    assert "restored 1 image(s), skipped 2 already done" in run(*args).stdout
+    assert set(json.loads((out / "metrics.json").read_text())) == {"img0", "img1", "img2"}
+
+
+def test_the_same_input_twice_is_restored_once_and_counted_once(model, clean, tmp_path):
+    img = clean / "img0.png"
+    result = run("restore", "sr2", img, img, clean, "-o", tmp_path / "out", "--model", model, "--steps", 2, "--simulate", "--quiet")
+    assert "restored 3 image(s)" in result.stdout
+    assert result.stderr.count("given more than once") == 2, result.stderr
+    assert len(json.loads((tmp_path / "out" / "metrics.json").read_text())) == 3
+
+
+def test_a_pt_without_sidecar_names_the_config_flag_and_the_flag_takes_a_json_file(model, clean, tmp_path):
+    from safetensors.torch import load_file
+
+    pt = tmp_path / "tiny.pt"
+    torch.save(load_file(model), pt)
+    args = ("restore", "sr2", clean / "img0.png", "-o", tmp_path / "out", "--model", pt, "--steps", 2, "--simulate", "--quiet")
+    refused = run(*args, code=2)
+    assert "--config PRESET" in refused.stderr and "--config FILE.json" in refused.stderr and "config=" in refused.stderr
+    assert "restored 1 image(s)" in run(*args, "--config", model.with_suffix(".json")).stdout
+    assert "unknown model config 'nope'" in run(*args, "--config", "nope", code=2).stderr
+
+
+def test_restore_help_shows_every_options_default():
+    from pgdm.entrypoints.cli import build_parser
+
+    parser = build_parser()
+    restore = next(a for a in parser._actions if isinstance(a.choices, dict)).choices["restore"]
+    formatter = restore._get_formatter()
+    missing = [
+        a.option_strings[-1] for a in restore._actions
+        if a.option_strings and not a.required and a.default is not argparse.SUPPRESS and "default" not in formatter._get_help_string(a)
+    ]  # fmt: skip
+    assert not missing, f"options whose --help shows no default: {missing}"
+    assert "(default: eager)" in run("restore", "--help").stdout
+
+
+def test_progress_in_a_log_is_a_few_plain_lines(model, clean, tmp_path):
+    """stderr is not a terminal here (captured): no bar redraws, no nested step bars; one line when done."""
+    result = run("restore", "sr2", clean, "-o", tmp_path / "out", "--model", model, "--steps", 4, "--simulate", "--batch-size", 1)
+    assert "\r" not in result.stderr, result.stderr[:300]
+    progress = [line for line in result.stderr.splitlines() if line.startswith("images:")]
+    assert progress and progress[-1].startswith("images: 3/3 img, ") and "PSNR" in progress[-1]
+    assert len(result.stderr.splitlines()) <= 3, result.stderr
+
+
+def test_degrade_errors_name_the_file_and_the_flag_and_a_bad_task_is_reported_once(clean, tmp_path):
+    Image.fromarray(np.full((30, 45), 90, np.uint8)).save(tmp_path / "odd.png")
+    proc = run("degrade", "sr4", tmp_path / "odd.png", clean / "img0.png", "-o", tmp_path / "out", "--gray", code=1)
+    line = next(line for line in proc.stderr.splitlines() if "odd.png" in line)
+    assert f"{tmp_path / 'odd.png'}: sr4: the 30×45 image is not divisible by 4" in line and "--size" in line
+    proc = run("degrade", "sr4x", clean, "-o", tmp_path / "bad", "--gray", code=2)
+    assert proc.stderr.count("unknown operator") == 1 and proc.stderr.startswith("pgdm degrade: error: unknown operator 'sr4x'")
+    proc = run("degrade", "jpeg10", clean, "-o", tmp_path / "noisy", "--gray", "--sigma-y", "0.1", code=2)
+    assert proc.stderr.count("needs a linear task") == 1
 
 
 # ---------------------------------------------------------------- images of any size

@@ -100,6 +100,19 @@ def test_code_block_runs(block: Block, workdir: Path):
     )
 
 
+def test_readme_first_python_example_runs_from_any_folder(tmp_path: Path):
+    """A new user's first block needs no checkout: bundled images come from the package, the output lands in the
+    current folder and a printed line says where."""
+    block = next(b for b in code_blocks(ROOT / "README.md") if b.lang == "python" and not SKIP.search(b.directive))
+    (tmp_path / "block.py").write_text(block.code)
+    env = dict(os.environ, PYTHONSAFEPATH="1")
+    env.setdefault("OMP_NUM_THREADS", "1")
+    done = subprocess.run([sys.executable, "-I", "block.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=HANG_GUARD_S)
+    assert done.returncode == 0, done.stderr[-3000:]
+    written = [p for p in tmp_path.iterdir() if p.suffix == ".png"]
+    assert len(written) == 1 and str(written[0]) in done.stdout, (written, done.stdout)
+
+
 def test_docs_have_runnable_blocks_and_directives_are_well_formed():
     """Catches a renamed docs folder (nothing collected) and a bare ``<!-- skip -->`` without its reason."""
     assert len(ALL_BLOCKS) >= 10

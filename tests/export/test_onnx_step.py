@@ -14,7 +14,7 @@ from pgdm.export import OnnxStepRestorer, export_step
 from pgdm.export.onnx import UnsupportedStep, _avg_pool_grad, _conv_input_grad, _nearest_upsample_grad, input_names
 from pgdm.ops import Inpaint, parse
 from pgdm.methods import pigdm_step
-from pgdm.sampler import SamplerSettings, plan_sampling, run_eager, step_inputs
+from pgdm.sampler import SamplerSettings, end_on_measurement, plan_sampling, run_eager, step_inputs
 
 STEPS = 6
 aten = torch.ops.aten
@@ -149,6 +149,6 @@ def test_the_export_command_writes_the_step_of_the_method_it_names(tmp_path, cap
     plan = restorer.plan(y, op, seed=[1, 2])
     want = run_eager(den, plan)
     assert float((runner.run_plan(plan) - want).norm() / want.norm()) < 1e-4
-    assert torch.equal(runner.restore(y, op, seed=[1, 2]), runner.run_plan(plan).clamp(-1, 1))  # the shared plan → loop
+    assert torch.equal(runner.restore(y, op, seed=[1, 2]), end_on_measurement(plan, runner.run_plan(plan)).clamp(-1, 1))  # the shared plan → loop
     with pytest.raises(ValueError, match="runs method 'ddnm'"):
         runner.run_plan(Restorer(den, steps=STEPS).plan(y, op))

@@ -2,6 +2,8 @@
 (``pgdm.entrypoints.bench.posterior``: 8×8, one measurement, sliced W2 against exact posterior draws).
 
   * noiseless linear tasks: DDNM(+), DiffPIR and DDRM end on h(x) = y exactly (their last step projects);
+  * ending on the measurement (the default, off in the cells above) puts ΠGDM on h(x) = y too, without moving
+    its sliced W2, and leaves noisy inpainting as sampled;
   * ΠGDM stays where it is: its sliced W2 at 20 steps within 25 % of the values measured when these bounds
     were set (inpaint 0.091, sr4 0.185, noisy inpaint 0.124 at n = 256; the exact-sampling floor is 0.056,
     0.120, 0.066);
@@ -32,6 +34,17 @@ def test_noiseless_linear_tasks_end_on_the_measurement(method, task):
 def test_pigdm_stays_where_it_is(task):
     cell = posterior_cell(MethodSpec.parse("pigdm"), task, steps=20, n=N)
     assert cell["sliced_w2"] < 1.25 * PIGDM_W2[task], cell
+
+
+@pytest.mark.parametrize("task", sorted(PIGDM_W2))
+def test_pigdm_ended_on_the_measurement(task):
+    literal = posterior_cell(MethodSpec.parse("pigdm"), task, steps=20, n=N)
+    ended = posterior_cell(MethodSpec.parse("pigdm"), task, steps=20, n=N, end_on_y=True)
+    assert ended["sliced_w2"] < 1.25 * PIGDM_W2[task], ended
+    if task.endswith("noisy"):
+        assert ended == literal
+    else:
+        assert literal["residual"] > 1e-9 and ended["residual"] < 1e-9, (literal, ended)
 
 
 # DPS's reference ζ' (0.5 for inpainting) is set for 1000 steps; at 20 steps it needs a larger one

@@ -140,3 +140,48 @@ def test_read_checkpoint_still_reads_good_files(tmp_path, pt_bytes):
     path = tmp_path / "ok.pt"
     path.write_bytes(pt_bytes)
     assert read_checkpoint(path).keys() == fixture_state_dict(NAME).keys()
+
+
+def test_integer_weights_in_safetensors_are_refused_in_one_line(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    path = tmp_path / "ints.safetensors"
+    save_file({k: v.to(torch.int32) for k, v in load_file(SAFETENSORS).items()}, path)
+    shutil.copy(SAFETENSORS.with_suffix(".json"), path.with_suffix(".json"))
+    with pytest.raises(ValueError, match=r"holds int32 values; weights must be floating point") as err:
+        load_model(path)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("image_size", "big", r"config key 'image_size' must be an integer, got 'big'"),
+        ("num_channels", 32.5, r"config key 'num_channels' must be an integer"),
+        ("learn_sigma", "yes", r"config key 'learn_sigma' must be true or false"),
+        ("attention_resolutions", {"a": 1}, r"config key 'attention_resolutions' must be a list of integers"),
+    ],
+)
+def test_sidecar_fields_of_the_wrong_type_are_one_line_errors(tmp_path, field, value, message):
+    path = tmp_path / "model.safetensors"
+    shutil.copy(SAFETENSORS, path)
+    meta = json.loads(SAFETENSORS.with_suffix(".json").read_text())
+    kwargs = meta["config"] if "config" in meta else meta
+    kwargs[field] = value
+    path.with_suffix(".json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=message) as err:
+        load_model(path)
+    assert "\n" not in str(err.value) and str(path.with_suffix(".json")) in str(err.value)
+
+
+def test_default_weights_as_a_bare_pt_load_with_a_config_name_or_file(tmp_path):
+    from pgdm.models.loading import DEFAULT_MODEL
+    from safetensors.torch import load_file
+
+    pt = tmp_path / "weights.pt"
+    torch.save(load_file(DEFAULT_MODEL), pt)
+    with pytest.raises(ValueError, match=r"--config PRESET .*fashion32.* or --config FILE\.json") as err:
+        load_model(pt)
+    assert "\n" not in str(err.value)
+    assert load_model(pt, config="fashion32").image_size == 32
+    assert load_model(pt, config=str(DEFAULT_MODEL.with_suffix(".json"))).channels == 1

@@ -142,12 +142,12 @@ def test_layout_errors_name_key_and_expected_shape(tmp_path, change, message):
 
 
 def test_unknown_layout_needs_config(checkpoint):
-    with pytest.raises(ValueError, match=r"matches no published adm layout \(closest preset '.*': .*\); pass config="):
+    with pytest.raises(ValueError, match=r"matches no published adm layout \(closest preset '.*': .*\); give its config: --config PRESET"):
         load_model(checkpoint)
 
 
 def test_config_errors():
-    with pytest.raises(ValueError, match=r"unknown model config 'imagenet'; presets: \["):
+    with pytest.raises(ValueError, match=r"unknown model config 'imagenet'; give a preset \(.*fashion32.*\) or a JSON file"):
         load_model(FIXTURE_DIR / f"{NAME}.safetensors", config="imagenet")
     with pytest.raises(ValueError, match="unknown ADM config key 'num_chanels'"):
         ModelConfig.from_dict({"num_chanels": 32, "num_res_blocks": 1, "image_size": 32})
@@ -160,7 +160,7 @@ def test_config_errors():
 
 
 def test_missing_file_and_super_resolution(checkpoint):
-    with pytest.raises(FileNotFoundError, match=r"no such model file or folder: 'ffhq_10m'; to use preset 'ffhq_10m', pass"):
+    with pytest.raises(FileNotFoundError, match=r"no such model file or folder: 'ffhq_10m'; 'ffhq_10m' is a config preset: give the checkpoint's path and --config ffhq_10m"):
         load_model("ffhq_10m")
     with pytest.raises(ValueError, match="64_256_upsampler is a super-resolution model"):
         load_model(checkpoint, config="64_256_upsampler")

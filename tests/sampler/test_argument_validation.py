@@ -48,6 +48,9 @@ def test_restorer_arguments(denoiser, kwargs, error, match):
         (dict(num_samples=2.0), validate.ArgumentTypeError, r"num_samples must be an integer, got float 2.0"),
         (dict(num_samples=False), validate.ArgumentTypeError, r"num_samples must be an integer, got bool"),
         (dict(num_samples=0), ValueError, r"num_samples must be an integer ≥ 1, got 0"),
+        (dict(sigma_y="0.1"), validate.ArgumentTypeError, r"sigma_y must be a number ≥ 0 on the \[0, 1\] pixel scale \(e.g. 0.05\) or one per image, got str '0.1'"),
+        (dict(sigma_y=[0.1, "x"]), validate.ArgumentTypeError, r"sigma_y must be a number ≥ 0"),
+        (dict(sigma_y=True), validate.ArgumentTypeError, r"sigma_y must be a number ≥ 0"),
     ],
 )
 def test_restore_arguments(denoiser, kwargs, error, match):
@@ -88,3 +91,16 @@ def test_measurement_of_the_wrong_size_names_both_sizes(denoiser):
     with pytest.raises(ValueError, match=r"sr4-pool: the measurement has shape \(1, 1, 7, 7\), but the model's 8×8 images give measurements of shape \(1, 1, 2, 2\)") as err:
         Restorer(denoiser, steps=2, strategy=None).restore(torch.zeros(1, 1, 7, 7), op)
     _one_line(err)
+
+
+def test_a_missing_operator_or_denoiser_is_named_in_one_line(denoiser):
+    op = SuperResolution(2)
+    y = op(torch.zeros(2, 1, 8, 8))
+    with pytest.raises(validate.ArgumentTypeError, match=r"op must be a measurement operator, e.g. pgdm.ops.parse\('sr4', \(C, H, W\)\).*got NoneType") as err:
+        Restorer(denoiser, steps=2).restore(y, None)
+    _one_line(err)
+    with pytest.raises(validate.ArgumentTypeError, match=r"denoiser must be a pgdm.Denoiser, e.g. pgdm.load_model\('default'\), got NoneType") as err:
+        Restorer(None)
+    _one_line(err)
+    with pytest.raises(validate.ArgumentTypeError, match=r"wrap a bare network: pgdm.Denoiser\(net, alphas_cumprod\)"):
+        Restorer(denoiser.net, steps=2)

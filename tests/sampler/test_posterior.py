@@ -8,6 +8,8 @@ samples and fixed seeds — and each deliberately wrong variant breaks at least 
     misses the posterior in noisy inpainting;
   * dropped r_t (λ = σ_y² instead of σ_y²/r_t²): over-fits the noisy y, collapsing the spread of Hx.
 """
+import dataclasses
+
 import pytest
 import torch
 
@@ -43,8 +45,8 @@ def mixture(shape):
     return Denoiser(GaussianMixtureEps(means, stds, weights, acp, shape), acp, channels=shape[0]), means, stds, weights
 
 
-def posterior_errors(case, sigma_y):
-    """(x-space mean error / posterior scale, W2 distance of per-coordinate Gaussians fitted to Hx)."""
+def posterior_errors(case, sigma_y, end_on_y=False):
+    """(x-space mean error / posterior scale, W2 distance of per-coordinate Gaussians fitted to Hx, max |Hx − y|)."""
     shape, make_op = CASES[case]
     den, means, stds, weights = mixture(shape)
     op = make_op().double()
@@ -58,28 +60,50 @@ def posterior_errors(case, sigma_y):
     cov = sum(w * (c + torch.outer(m - mean, m - mean)) for w, m, c in zip(pw, pm, pc))
 
     plan = sampler.plan_sampling(
-        den, y.expand(NUM, *y.shape[1:]), op, sampler.SamplerSettings(steps=STEPS, clip_denoised=False), sigma_y=sigma_to_pixel(sigma_y), seed=0,
-        dtype=torch.float64,
-    )
-    xs = sampler.run_eager(den, plan).flatten(1)
+        den, y.expand(NUM, *y.shape[1:]), op, sampler.SamplerSettings(steps=STEPS, clip_denoised=False, end_on_measurement=end_on_y),
+        sigma_y=sigma_to_pixel(sigma_y), seed=0, dtype=torch.float64,
+    )  # fmt: skip
+    xs = sampler.end_on_measurement(plan, sampler.run_eager(den, plan)).flatten(1)
     mean_err = (xs.mean(0) - mean).norm() / cov.diagonal().sum().sqrt()
     hx = xs @ H.T
     hx_mean_err = (hx.mean(0) - H @ mean).pow(2).mean()
     hx_std_err = (hx.std(0) - (H @ cov @ H.T).diagonal().clamp_min(0).sqrt()).pow(2).mean()
-    return float(mean_err), float((hx_mean_err + hx_std_err).sqrt())
+    return float(mean_err), float((hx_mean_err + hx_std_err).sqrt()), float((hx - y.flatten()).abs().max())
 
 
 def within_bounds(case, sigma_y):
-    mean_err, hx_w2 = posterior_errors(case, sigma_y)
+    mean_err, hx_w2, _ = posterior_errors(case, sigma_y)
     return mean_err < 0.3 and hx_w2 < (0.15 if sigma_y else 1e-6)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 @pytest.mark.parametrize("sigma_y", [0.0, 0.3])
-def test_samples_close_to_exact_posterior(case, sigma_y):
-    mean_err, hx_w2 = posterior_errors(case, sigma_y)
+@pytest.mark.parametrize("end_on_y", [False, True], ids=["literal", "end-on-y"])
+def test_samples_close_to_exact_posterior(case, sigma_y, end_on_y):
+    mean_err, hx_w2, residual = posterior_errors(case, sigma_y, end_on_y)
     assert mean_err < 0.3
-    assert hx_w2 < (0.15 if sigma_y else 1e-6), "noiseless samples must satisfy h(x) = y; noisy ones spread like the posterior"
+    if sigma_y or not end_on_y:  # (ended on y, Hx has no spread at all; the reference's is float rounding, ~1e-6)
+        assert hx_w2 < (0.15 if sigma_y else 1e-6), "noiseless samples must satisfy h(x) = y; noisy ones spread like the posterior"
+    else:
+        assert residual < 1e-9, "ended on the measurement, h(x) = y to float64 rounding"
+
+
+def test_ending_on_the_measurement_leaves_noisy_rows_and_fixes_the_noiseless_residual():
+    """The literal ΠGDM sample with a halved last correction misses y; ending on the measurement puts the noiseless
+    rows back on h(x) = y and leaves the noisy rows exactly as sampled."""
+    shape, make_op = CASES["sr4"]
+    den, means, stds, _ = mixture(shape)
+    op = make_op().double()
+    y = op(means[:2].view(2, *shape))
+    settings = sampler.SamplerSettings(steps=3, clip_denoised=False)
+    plan = sampler.plan_sampling(den, y, op, settings, sigma_y=[0.0, 0.3], seed=0, dtype=torch.float64)
+    xs = sampler.run_eager(den, plan)
+    ended = sampler.end_on_measurement(plan, xs)
+    assert float((op(xs[:1]) - y[:1]).abs().max()) > 1e-6  # the literal 3-step sample misses y a little
+    assert float((op(ended[:1]) - y[:1]).abs().max()) < 1e-12
+    assert torch.equal(ended[1:], xs[1:])
+    literal = sampler.plan_sampling(den, y, op, dataclasses.replace(settings, end_on_measurement=False), sigma_y=[0.0, 0.3], dtype=torch.float64)
+    assert torch.equal(sampler.end_on_measurement(literal, xs), xs)
 
 
 @pytest.mark.slow

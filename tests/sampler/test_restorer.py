@@ -203,3 +203,28 @@ def test_restore_inside_inference_mode_and_with_grad_mode_on_matches_the_default
         torch.testing.assert_close(restorer.restore(y, op, seed=0), want, atol=1e-6, rtol=0)
     with torch.enable_grad():
         torch.testing.assert_close(restorer.restore(y, op, seed=0), want, atol=1e-6, rtol=0)
+
+
+def test_restore_ends_noiseless_linear_rows_on_the_measurement_by_default():
+    """ΠGDM's literal last step leaves a measurement residual; ``Restorer`` and the engine end on h(x) = y unless
+    told ``end_on_measurement=False``; noisy rows and non-linear operators are left as sampled."""
+    from pgdm.engine import Engine, EngineConfig
+    from pgdm.ops import Blur
+
+    den = small_denoiser()
+    op = Blur.uniform(3)
+    x = (torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(2)) * 1.6 - 0.8).to(torch.float64)
+    y = op(x)
+    residual = lambda out: float((op(out) - y[: len(out)]).abs().max())  # noqa: E731
+    ended = Restorer(den, steps=4).restore(y, op, seed=0)
+    literal = Restorer(den, steps=4, end_on_measurement=False).restore(y, op, seed=0)
+    assert residual(literal) > 1e-6 and residual(ended) < 1e-9, (residual(literal), residual(ended))
+    assert torch.equal(Engine(den, EngineConfig(steps=4)).restore(y, op, seed=0), ended)
+    noisy = Restorer(den, steps=4).restore(y, op, sigma_y=[0.0, 0.1], seed=0)
+    noisy_literal = Restorer(den, steps=4, end_on_measurement=False).restore(y, op, sigma_y=[0.0, 0.1], seed=0)
+    assert torch.equal(noisy[1], noisy_literal[1]) and residual(noisy[:1]) < 1e-9
+    floor = Floor()
+    y_floor = floor(x)
+    assert torch.equal(Restorer(den, steps=4).restore(y_floor, floor), Restorer(den, steps=4, end_on_measurement=False).restore(y_floor, floor))
+    with pytest.raises(ValueError, match="end_on_measurement"):
+        Restorer(den, steps=4, end_on_measurement="auto")

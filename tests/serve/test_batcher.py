@@ -101,3 +101,18 @@ def test_numpy_in_numpy_out():
     assert isinstance(res.x, np.ndarray) and isinstance(res.std, np.ndarray) and res.x.dtype == np.float32
     ref, std = Engine(den, EngineConfig(steps=STEPS)).restore(y, op, seed=3, num_samples=2, return_std=True)
     assert np.array_equal(res.x, ref.numpy()) and np.array_equal(res.std, std.numpy())
+
+
+def test_a_cancelled_request_gives_up_its_queue_place():
+    """A request its caller gave up on (the server's 504) no longer counts against max_queue."""
+    batcher, _ = _batcher(tiny_denoiser(), max_batch=4, max_wait_s=600, max_queue=1)  # the first request waits for company
+    op = SuperResolution(2)
+    y = op(_images(1, 0))
+    first = batcher.submit(y, op, seed=0)
+    with pytest.raises(QueueFull):
+        batcher.submit(y, op, seed=1)
+    assert first.cancel() and batcher.depth == 0
+    second = batcher.submit(y, op, seed=2)
+    assert batcher.depth == 1
+    batcher.close()
+    assert second.result().x.shape == (1, 1, 16, 16)

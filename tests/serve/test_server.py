@@ -181,3 +181,50 @@ def test_queue_full_answers_429(degraded, start_server):
     assert int(r.headers["retry-after"]) >= 1
     waiter.join()
     assert first[0].status_code == 200
+
+
+def _png_claiming(path, width, height):
+    """A small PNG whose IHDR claims width × height pixels (CRC fixed): refused from the header or not at all."""
+    import struct
+    import zlib
+
+    Image.new("L", (8, 8)).save(path)
+    data = bytearray(path.read_bytes())
+    ihdr = data.index(b"IHDR")
+    data[ihdr + 4 : ihdr + 12] = struct.pack(">II", width, height)
+    data[ihdr + 17 : ihdr + 21] = struct.pack(">I", zlib.crc32(bytes(data[ihdr : ihdr + 17])))
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_advice_names_the_request_fields_and_they_work(degraded, start_server, tmp_path):
+    """A colour image for the gray model and inpainting without a mask: the error names the HTTP field to send
+    (not a command-line flag), and sending it works."""
+    server = start_server()
+    rgb = np.zeros((16, 16, 3), np.uint8)
+    rgb[..., 0] = 200
+    Image.fromarray(rgb).save(tmp_path / "red.png")
+    r = post(server.url, "sr2", tmp_path / "red.png", fit="resize")
+    assert_one_line_error(r, 400)
+    assert "gray=true" in r.json()["error"] and "--" not in r.json()["error"]
+    assert post(server.url, "sr2", tmp_path / "red.png", fit="resize", gray="true").status_code == 200
+    image = inputs(degraded["inpaint-center"])[0]
+    r = post(server.url, "inpaint-center", image)
+    assert_one_line_error(r, 400)
+    assert "file field 'mask'" in r.json()["error"] and "--mask" not in r.json()["error"]
+    assert post(server.url, "inpaint-center", image, mask=degraded["inpaint-center"] / f"{image.stem}_mask.png").status_code == 200
+
+
+def test_an_oversized_png_is_refused_from_its_header(start_server, tmp_path):
+    import warnings
+
+    from pgdm.io import read_image
+
+    huge = _png_claiming(tmp_path / "huge.png", 10000, 10000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no DecompressionBombWarning either
+        with pytest.raises(ValueError, match=r"huge.png: 10000×10000 = 100000000 pixels is over the limit of 89478485"):
+            read_image(huge, 1)
+    r = post(start_server().url, "sr2", huge)
+    assert_one_line_error(r, 413)
+    assert "10000×10000" in r.json()["error"]

@@ -3,7 +3,8 @@
 The prior (:func:`pgdm.analytic.mixture_denoiser`, 8×8 grayscale, 3 components) has an exact ε, so what is
 measured is the sampler alone: n samples for one measurement y of one draw x from the prior, compared by sliced
 W2 (:func:`pgdm.analytic.sliced_w2`) with n exact posterior draws. ``floor`` is the sliced W2 between two sets of
-n exact draws (what a perfect sampler scores at this n). clip_denoised=False: the literal algorithms.
+n exact draws (what a perfect sampler scores at this n). clip_denoised=False and, unless asked, no ending on the
+measurement: the literal algorithms.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 
 from pgdm.analytic import gmm_posterior, mixture_denoiser, sample_mixture, sliced_w2
 from pgdm.operators import Inpaint, Operator, SuperResolution, center_box_mask
-from pgdm.sampler import Restorer, run_eager
+from pgdm.sampler import Restorer, end_on_measurement, run_eager
 from pgdm.units import sigma_to_model
 from .cells import MethodSpec
 
@@ -32,8 +33,9 @@ def _dense(op: Operator) -> torch.Tensor:
     return op(basis).flatten(1).T  # (M, D)
 
 
-def posterior_cell(spec: MethodSpec, task: str, steps: int, n: int = 1000, seed: int = 0) -> dict:
-    """One cell: ``spec`` with ``steps`` steps on ``task``; returns the cell's row (sliced W2, floor, residual)."""
+def posterior_cell(spec: MethodSpec, task: str, steps: int, n: int = 1000, seed: int = 0, end_on_y: bool = False) -> dict:
+    """One cell: ``spec`` with ``steps`` steps on ``task``; returns the cell's row (sliced W2, floor, residual).
+    ``end_on_y``: end the samples on the measurement (``SamplerSettings.end_on_measurement``)."""
     make_op, sigma_y = TASKS[task]
     op = make_op().double()
     den, means, stds, weights = mixture_denoiser(SHAPE)
@@ -43,11 +45,13 @@ def posterior_cell(spec: MethodSpec, task: str, steps: int, n: int = 1000, seed:
     y = y + sigma_to_model(sigma_y) * torch.randn(y.shape, generator=gen, dtype=torch.float64)
     row = {"method": spec.label, "task": task, "steps": steps, "sigma_y": sigma_y, "n": n}
     try:
-        restorer = Restorer(den, steps=steps, start_step=spec.start_step, clip_denoised=False, method=spec.name, options=dict(spec.options))
+        restorer = Restorer(
+            den, steps=steps, start_step=spec.start_step, clip_denoised=False, method=spec.name, options=dict(spec.options), end_on_measurement=end_on_y
+        )
         plan = restorer.plan(y.expand(n, *y.shape[1:]), op, sigma_y=sigma_y, seed=seed * n)
     except ValueError as e:
         return row | {"status": "unsupported", "reason": str(e)}
-    xs = run_eager(den, plan).flatten(1)
+    xs = end_on_measurement(plan, run_eager(den, plan)).flatten(1)
     H = _dense(op)
     pw, pm, pc = gmm_posterior(means, stds, weights, H, y.flatten(), sigma_to_model(sigma_y))
     exact = sample_mixture(pw, pm, pc, n, torch.Generator().manual_seed(100 + seed))

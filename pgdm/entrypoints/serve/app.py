@@ -214,6 +214,7 @@ def create_app(denoiser: Denoiser, config: ServeConfig | None = None) -> FastAPI
         num_samples: Annotated[int, Form(ge=1)] = 1,
         class_label: Annotated[int | None, Form()] = None,
         fit: Annotated[Literal["resize", "crop"] | None, Form()] = None,
+        gray: Annotated[bool, Form(description="convert a colour image to grayscale for a 1-channel model")] = False,
     ) -> Response:
         """Restore one image. Answers a PNG, or JSON (``Accept: application/json``) with the PNG in base64,
         the consistency RMS of h(x̂) − y, and timings."""
@@ -224,7 +225,7 @@ def create_app(denoiser: Denoiser, config: ServeConfig | None = None) -> FastAPI
         data, mask_data = await image.read(), (await mask.read() if mask is not None else None)
         try:
             op, y = await run_in_threadpool(
-                decode_upload, task, data, state.image_shape, seed=seed, mask=mask_data, fit=fit, max_pixels=config.max_pixels
+                decode_upload, task, data, state.image_shape, seed=seed, mask=mask_data, fit=fit, gray=gray, max_pixels=config.max_pixels
             )
             future = await run_in_threadpool(
                 state.batcher.submit, y, op, sigma_y, seed, class_label, num_samples=num_samples, steps=steps, eta=eta
@@ -240,6 +241,7 @@ def create_app(denoiser: Denoiser, config: ServeConfig | None = None) -> FastAPI
         try:
             result = await asyncio.wait_for(asyncio.wrap_future(future), config.timeout_s)
         except asyncio.TimeoutError:
+            future.cancel()  # still queued: it gives up its place (a running batch finishes and is discarded)
             raise HTTPException(504, f"not answered within {config.timeout_s:g} s") from None
         except SamplingError as err:
             raise HTTPException(500, _one_line(err)) from None

@@ -148,8 +148,16 @@ class DynamicBatcher:
 
     @property
     def depth(self) -> int:
-        """Requests waiting for a batch (not counting the batch running now)."""
-        return len(self._pending)
+        """Requests waiting for a batch (not counting the batch running now, nor requests their callers cancelled)."""
+        with self._cond:
+            self._drop_cancelled()
+            return len(self._pending)
+
+    def _drop_cancelled(self) -> None:
+        """Forget pending requests whose caller gave up (``future.cancel()``, e.g. on a 504): they hold no queue place.
+        Call with ``_cond`` held."""
+        if any(job.future.cancelled() for job in self._pending):
+            self._pending = deque(job for job in self._pending if not job.future.cancelled())
 
     def submit(
         self,
@@ -183,6 +191,7 @@ class DynamicBatcher:
         with self._cond:
             if self._closing:
                 raise Closed("the server is shutting down")
+            self._drop_cancelled()
             if len(self._pending) >= self.max_queue:
                 raise QueueFull(len(self._pending), self._retry_after())
             self._pending.append(job)

@@ -4,13 +4,14 @@ exactly as ``pgdm restore`` writes them (:func:`pgdm.io.to_uint8`)."""
 from __future__ import annotations
 
 import io
+import re
 import tempfile
 from pathlib import Path
 
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from pgdm.io import to_uint8
+from pgdm.io import ImageTooLarge, open_image_checked, to_uint8
 from pgdm.measurements import image_shape_of, read_measurement
 from pgdm.operators import Operator, parse
 
@@ -30,16 +31,14 @@ class UploadError(ValueError):
 def _check_image(name: str, data: bytes, max_pixels: int) -> str:
     """The suffix for ``data`` after checking its format and size from the header alone (no full decode)."""
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            fmt, (w, h) = im.format, im.size
-    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as err:
-        if isinstance(err, Image.DecompressionBombError):
-            raise UploadError(413, f"{name}: {err}") from None
+        with open_image_checked(io.BytesIO(data), name, max_pixels) as im:
+            fmt = im.format
+    except ImageTooLarge as err:
+        raise UploadError(413, str(err)) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise UploadError(400, f"{name}: not a readable image") from None
     if fmt not in SUFFIXES:
         raise UploadError(415, f"{name}: {fmt} images are not accepted; send PNG or JPEG")
-    if w * h > max_pixels:
-        raise UploadError(413, f"{name}: {w}x{h} = {w * h} pixels is over the limit of {max_pixels}")
     return SUFFIXES[fmt]
 
 
@@ -51,6 +50,7 @@ def decode_upload(
     seed: int = 0,
     mask: bytes | None = None,
     fit: str | None = None,
+    gray: bool = False,
     max_pixels: int = 16_777_216,
 ) -> tuple[Operator, torch.Tensor]:
     """(operator, y) from the uploaded measurement: the image it restores has its own size (the measurement's,
@@ -58,8 +58,9 @@ def decode_upload(
     ("resize" or "crop").
 
     ``task``: the operator spec (random masks and kernels drawn with ``seed``); ``image``: the file's bytes (the
-    .jpg itself for a JPEG task); ``mask``: an inpainting mask image (white = observed). A restored image over
-    ``max_pixels`` is refused (413). Raises :class:`UploadError` with the status to answer.
+    .jpg itself for a JPEG task); ``mask``: an inpainting mask image (white = observed); ``gray``: convert a colour image for a 1-channel
+    model. A restored image over ``max_pixels`` is refused (413). Raises :class:`UploadError` with the status to
+    answer, whose advice names the request's fields (``fit=resize``, ``gray=true``, the ``mask`` file).
     """
     suffix = _check_image("image", image, max_pixels)
     try:
@@ -81,12 +82,28 @@ def decode_upload(
             shape = model_shape if fit is not None else image_shape_of(template, path, model_shape[0])
             if shape[1] * shape[2] > max_pixels:
                 raise UploadError(413, f"image: restores a {shape[1]}×{shape[2]} image, over the limit of {max_pixels} pixels")
-            return read_measurement(parse(task, shape, seed=seed), path, shape, mask=mask_path, fit=fit)
+            return read_measurement(parse(task, shape, seed=seed), path, shape, mask=mask_path, fit=fit, to_gray=gray)
         except UploadError:
             raise
         except (ValueError, OSError) as err:  # name the upload, not the temporary file
             message = str(err).replace(str(path), "image").replace(str(mask_path), "mask")
-            raise UploadError(400, message.replace("--resize", "fit=resize").replace("--crop", "fit=crop")) from None
+            raise UploadError(400, http_advice(message)) from None
+
+
+# Command-line advice in a measurement's error → the request field that does the same.
+_HTTP_ADVICE = [
+    (re.compile(r"pass --mask FILE or put \S+ beside it \(pgdm degrade writes it\)"), "send it as the file field 'mask'"),
+    (re.compile(r"pass --gray to convert it"), "send the form field gray=true to convert it"),
+    (re.compile(r"--resize"), "fit=resize"),
+    (re.compile(r"--crop"), "fit=crop"),
+]
+
+
+def http_advice(message: str) -> str:
+    """``message`` with its command-line advice (``--gray``, ``--mask``, ``--resize``) replaced by the HTTP request's fields."""
+    for pattern, field in _HTTP_ADVICE:
+        message = pattern.sub(field, message)
+    return message
 
 
 def encode_png(x: torch.Tensor) -> bytes:
