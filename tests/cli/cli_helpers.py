@@ -7,6 +7,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from tiny_model import SIZE  # noqa: F401  (the CLI tests take the model size from here)
+
 from pgdm.entrypoints.cli import main
 
 PGDM = str(Path(sys.executable).parent / "pgdm")
