@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["BACKENDS", "PRECISIONS"]
+__all__ = ["BACKENDS", "PRECISIONS", "PRECISION_CHOICES"]
 
 # how a plan runs: eagerly, as one torch.compile'd step, or as that step captured in a CUDA graph; "auto" measures
 # the ones this device can run at warm-up and keeps the fastest (engine/autotune.py)
@@ -16,3 +16,6 @@ PRECISIONS: dict[str, torch.dtype] = {
     "bf16": torch.bfloat16,
     "fp16": torch.float16,
 }
+
+# what a user may ask for: a precision by name, or "auto" (the fastest the hardware computes natively, measured)
+PRECISION_CHOICES: tuple[str, ...] = ("auto", *PRECISIONS)

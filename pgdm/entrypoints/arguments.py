@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pgdm.engine.options import BACKENDS, PRECISIONS
+from pgdm.engine.options import BACKENDS, PRECISION_CHOICES
 
 __all__ = ["add_model_options", "add_engine_options"]
 
@@ -21,8 +21,11 @@ def add_model_options(p: argparse.ArgumentParser, default: str | None = "default
 def add_engine_options(p: argparse.ArgumentParser) -> None:
     """--device, --backend, --precision, --channels-last."""
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N, mps (default: %(default)s)")
-    p.add_argument("--backend", choices=BACKENDS, default="eager", help="how the steps run: eager (pgdm.Restorer), compile "
-                   "(torch.compile of the step), cudagraph (CUDA only) (default: %(default)s)")  # fmt: skip
-    p.add_argument("--precision", choices=tuple(PRECISIONS), default="fp32", help="network precision; x̂, h, h† and the update stay "
-                   "float32 (bf16 is slower than fp32 on CPUs without AVX512-BF16 or AMX) (default: %(default)s)")  # fmt: skip
-    p.add_argument("--channels-last", action="store_true", help="run the network in NHWC layout (pgdm.engine)")
+    p.add_argument("--backend", choices=BACKENDS, default="auto", help="how the steps run: auto (measure the others at warm-up, keep "
+                   "the fastest, cache the choice), eager, compile (torch.compile of the step), cudagraph (CUDA only) (default: %(default)s)")  # fmt: skip
+    p.add_argument("--precision", choices=PRECISION_CHOICES, default="auto", help="network precision; x̂, h, h† and the update stay "
+                   "float32; auto: the fastest the hardware computes natively (never an emulated bf16) (default: %(default)s)")  # fmt: skip
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="run the network in NHWC layout (default: measured with auto, else NCHW)")  # fmt: skip
+    p.add_argument("--autotune-budget", type=float, metavar="SECONDS", help="seconds auto may spend measuring per task and batch size; "
+                   "0 takes eager fp32 without measuring (default: $PGDM_AUTOTUNE_BUDGET_S, else 600)")  # fmt: skip

@@ -36,7 +36,7 @@ def restore_config(args: argparse.Namespace) -> RestoreJobConfig:
         task=TaskSettings(args.task, args.sigma_y, args.seed, args.num_samples, args.class_label, args.mask),
         io=IOSettings(tuple(args.inputs), args.output, args.simulate, args.grid, args.overwrite, args.gray, args.fit, args.quiet, args.label),
         sampler=sampler_settings(args.method, args.steps, args.eta, args.start_step, args.end_on_measurement),
-        engine=EngineSettings(args.backend, args.precision, args.channels_last, args.batch_size),
+        engine=EngineSettings(args.backend, args.precision, args.channels_last, args.batch_size, args.autotune_budget),
         model=ModelSettings(args.model, args.config, args.size, args.device),
         canvas=CanvasSettings(args.strategy, args.tile, args.overlap),
     )
@@ -159,7 +159,7 @@ def demo(args) -> int:
             io=IOSettings((images,), out / name, simulate=True, grid=out / f"{name}_grid.png", overwrite=True,
                           quiet=args.quiet, label=f"[{n}/{len(tasks)}] {task}"),
             sampler=sampler_settings(steps=args.steps),
-            engine=EngineSettings(batch_size=16),
+            engine=EngineSettings("eager", "fp32", batch_size=16),  # a first impression: no measuring or compiling
             model=ModelSettings(model, device=args.device),
         )  # fmt: skip
         code = run_restore(config)

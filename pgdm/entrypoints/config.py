@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from pgdm import validate
-from pgdm.engine.options import BACKENDS, PRECISIONS
+from pgdm.engine.options import BACKENDS, PRECISION_CHOICES
 from pgdm.sampler import Restorer, RestoreInterface, SamplerSettings, settings_from
 
 if TYPE_CHECKING:
@@ -109,20 +109,25 @@ class ModelSettings:
 
 @dataclass(frozen=True)
 class EngineSettings:
-    """How the plan runs: ``backend`` and ``precision`` by the engine's names (``pgdm.engine.options``),
-    ``channels_last`` (NHWC network layout), ``batch_size`` images per batch."""
+    """How the plan runs: ``backend`` and ``precision`` by the engine's names (``pgdm.engine.options``; "auto":
+    measured at warm-up, the fastest kept and cached, :mod:`pgdm.engine.autotune`), ``channels_last`` (NHWC
+    network layout; None: measured with "auto", else NCHW), ``batch_size`` images per batch,
+    ``autotune_budget_s`` the seconds "auto" may spend measuring per task and batch size (None: the engine's default)."""
 
-    backend: str = "eager"
-    precision: str = "fp32"
-    channels_last: bool = False
+    backend: str = "auto"
+    precision: str = "auto"
+    channels_last: bool | None = None
     batch_size: int = 8
+    autotune_budget_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"--backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.precision not in PRECISION_CHOICES:
+            raise ValueError(f"--precision must be one of {', '.join(PRECISION_CHOICES)}, got {self.precision!r}")
         object.__setattr__(self, "batch_size", validate.positive_int("--batch-size", self.batch_size))
+        if self.autotune_budget_s is not None:
+            object.__setattr__(self, "autotune_budget_s", validate.non_negative_real("--autotune-budget", self.autotune_budget_s))
 
     @property
     def plain(self) -> bool:
@@ -142,7 +147,7 @@ class EngineSettings:
         config = EngineConfig(
             method=sampler.method, steps=sampler.steps, start_step=sampler.start_step, clip_denoised=sampler.clip_denoised,
             method_options=dict(sampler.options), end_on_measurement=sampler.end_on_measurement, backend=self.backend, precision=self.precision,
-            channels_last=self.channels_last, batch_sizes=(batch or self.batch_size,),
+            channels_last=self.channels_last, batch_sizes=(batch or self.batch_size,), autotune_budget_s=self.autotune_budget_s,
         )  # fmt: skip
         return Engine(denoiser, config)
 

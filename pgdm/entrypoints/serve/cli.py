@@ -73,7 +73,7 @@ def run(args) -> int:
     token = read_token(args.token_file) if args.token_file else None
     engine = EngineConfig(
         steps=args.steps, eta=args.eta, backend=args.backend, precision=args.precision, channels_last=args.channels_last,
-        batch_sizes=_batch_sizes(args.max_batch),
+        batch_sizes=_batch_sizes(args.max_batch), autotune_budget_s=args.autotune_budget,
     )  # fmt: skip
     config = ServeConfig(
         engine=engine, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
