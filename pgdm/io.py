@@ -124,7 +124,8 @@ def open_image_checked(source, name: str, max_pixels: int = MAX_PIXELS) -> Image
             im = Image.open(source)
         except Image.DecompressionBombError as err:  # over twice Pillow's limit: Pillow refuses it from the header
             claimed = re.search(r"\((\d+) pixels\)", str(err))
-            raise ImageTooLarge(f"{name}: {claimed[1] if claimed else 'more than ' + str(max_pixels)} pixels is over the limit of {max_pixels}") from None
+            pixels = claimed[1] if claimed else "too many"
+            raise ImageTooLarge(f"{name}: {pixels} pixels, a decompression bomb by Pillow's limit of {Image.MAX_IMAGE_PIXELS}") from None
     w, h = im.size
     if w * h > max_pixels:
         im.close()
