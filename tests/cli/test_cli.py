@@ -202,10 +202,13 @@ def test_chain_with_jpeg_before_the_end_cannot_be_written(clean, tmp_path):
     assert "JPEG must be the last operator" in proc.stderr
 
 
-def test_jpeg_file_of_the_wrong_size_is_reported_by_name(model, tmp_path):
-    Image.fromarray(np.full((24, 24), 90, np.uint8)).save(tmp_path / "big.jpg", quality=50)
-    proc = run("restore", "jpeg", tmp_path / "big.jpg", "-o", tmp_path / "out", "--model", model, "--quiet", code=1)
-    assert "big.jpg" in proc.stderr and "needs (1, 16, 16)" in proc.stderr and "pgdm degrade" in proc.stderr
+def test_jpeg_file_of_another_size_restores_at_its_size_and_a_colour_one_for_a_gray_model_is_named(model, tmp_path):
+    Image.fromarray(np.full((24, 40), 90, np.uint8)).save(tmp_path / "big.jpg", quality=50)
+    run("restore", "jpeg", tmp_path / "big.jpg", "-o", tmp_path / "out", "--model", model, "--steps", 2, "--quiet")
+    assert Image.open(tmp_path / "out" / "big.png").size == (40, 24)
+    Image.fromarray(np.full((24, 40, 3), 90, np.uint8)).save(tmp_path / "colour.jpg", quality=50)
+    proc = run("restore", "jpeg", tmp_path / "colour.jpg", "-o", tmp_path / "out2", "--model", model, "--quiet", code=1)
+    assert "colour.jpg" in proc.stderr and "needs (1, 24, 40)" in proc.stderr and "pgdm degrade" in proc.stderr
 
 
 @pytest.mark.parametrize("side", [20000, 65000])
