@@ -6,6 +6,7 @@ test_cli_processes.py.
 import argparse
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -516,3 +517,16 @@ def test_degrade_errors_name_the_file_and_the_flag_and_a_bad_task_is_reported_on
     assert proc.stderr.count("unknown operator") == 1 and proc.stderr.startswith("pgdm degrade: error: unknown operator 'sr4x'")
     proc = run("degrade", "jpeg10", clean, "-o", tmp_path / "noisy", "--gray", "--sigma-y", "0.1", code=2)
     assert proc.stderr.count("needs a linear task") == 1
+
+
+def test_demo_prints_elapsed_time_and_an_estimate_after_each_task(tmp_path, monkeypatch):
+    import pgdm.entrypoints.cli as cli
+
+    monkeypatch.setattr(cli, "DEMO_TASKS", cli.DEMO_TASKS[:2])
+    out = run("demo", "-o", tmp_path / "demo", "--steps", 1, "--quiet").stdout
+    first, second = (line for line in out.splitlines() if line.startswith("[1/2]") or line.startswith("[2/2]"))
+    time = r"(\d+ min )?\d+ s"
+    assert re.search(rf"\({time} so far, about {time} to go\)$", first), first
+    assert re.search(rf"\({time} so far\)$", second), second
+    assert re.search(rf"1 steps, {time} in all", out)
+    assert "(default: 20)" in run("demo", "--help").stdout
