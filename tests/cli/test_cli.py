@@ -497,6 +497,7 @@ def test_restore_help_shows_every_options_default():
     ]  # fmt: skip
     assert not missing, f"options whose --help shows no default: {missing}"
     assert "(default: eager)" in run("restore", "--help").stdout
+    assert run("--version").stdout.strip() == f"pgdm {pgdm.__version__}"
 
 
 def test_progress_in_a_log_is_a_few_plain_lines(model, clean, tmp_path):
