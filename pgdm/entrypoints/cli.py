@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import torch
-from PIL import Image
 
 import pgdm
 from pgdm import validate
