@@ -152,10 +152,12 @@ def test_corrupt_file_is_reported_and_batch_continues(model, clean, tmp_path):
     assert len(list((tmp_path / "out").glob("img*.png"))) == 3
 
 
-def test_decompression_bomb_is_a_per_file_error(model, clean, tmp_path, monkeypatch):
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # the 16×16 inputs are then over twice the limit
+@pytest.mark.parametrize("limit", ["pgdm", "pillow"])
+def test_decompression_bomb_is_a_per_file_error(model, clean, tmp_path, monkeypatch, limit):
+    """Over pgdm's pixel limit, or over twice Pillow's (which Pillow refuses itself): refused from the header."""
+    monkeypatch.setattr(*(("pgdm.io.MAX_PIXELS", 100) if limit == "pgdm" else (Image, "MAX_IMAGE_PIXELS", 100)))  # 16×16 > 100
     proc = run("restore", "sr2", clean, "-o", tmp_path / "out", "--model", model, "--steps", 2, "--simulate", "--quiet", code=1)
-    assert proc.stderr.count("decompression bomb") >= 3 and "3 failed" in proc.stdout
+    assert proc.stderr.count("is over the limit of 100") >= 3 and "3 failed" in proc.stdout
 
 
 def test_size_mismatch_and_fit_options(model, tmp_path):
