@@ -46,7 +46,8 @@ def unconditional_grid(denoiser: pgdm.Denoiser, n: int, steps: int, seed: int) -
 
 def evaluate(denoiser: pgdm.Denoiser, images: torch.Tensor, steps: int, samples: int, seed: int, engine: dict | None = None) -> list[dict]:
     """One row per task; ``engine``: EngineConfig settings to restore with ``pgdm.engine`` instead of ``Restorer``."""
-    restorer = pgdm.engine.restorer(denoiser, steps=steps, eta=1.0, **engine) if engine else pgdm.Restorer(denoiser, steps=steps, eta=1.0)
+    literal = dict(eta=1.0, end_on_measurement=False)  # the samples as the algorithm returns them
+    restorer = pgdm.engine.restorer(denoiser, steps=steps, **literal, **engine) if engine else pgdm.Restorer(denoiser, steps=steps, **literal)
     shape = tuple(images.shape[1:])
     rows = []
     for label, spec, sigma_y in TASKS:

@@ -114,18 +114,21 @@ def is_colour(path: str | Path) -> bool:
     return not _is_gray(arr)
 
 
-def open_image_checked(source, name: str, max_pixels: int = MAX_PIXELS) -> Image.Image:
+def open_image_checked(source, name: str, max_pixels: int | None = None) -> Image.Image:
     """``Image.open(source)`` (a path or a binary file object) after its header's size is checked: a ValueError
     naming ``name`` for an image over ``max_pixels``, before any pixel is decoded and without Pillow's
-    DecompressionBombWarning. The image is opened lazily, as Pillow does; use it in a ``with`` block."""
+    DecompressionBombWarning (``max_pixels`` None: :data:`MAX_PIXELS`). The image is opened lazily, as Pillow does;
+    use it in a ``with`` block."""
+    max_pixels = MAX_PIXELS if max_pixels is None else max_pixels
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is checked below, against one limit
         try:
             im = Image.open(source)
         except Image.DecompressionBombError as err:  # over twice Pillow's limit: Pillow refuses it from the header
             claimed = re.search(r"\((\d+) pixels\)", str(err))
-            pixels = claimed[1] if claimed else "too many"
-            raise ImageTooLarge(f"{name}: {pixels} pixels, a decompression bomb by Pillow's limit of {Image.MAX_IMAGE_PIXELS}") from None
+            limit = min(max_pixels, Image.MAX_IMAGE_PIXELS or max_pixels)
+            size = f"{claimed[1]} pixels is" if claimed else "the image is"
+            raise ImageTooLarge(f"{name}: {size} over the limit of {limit} pixels") from None
     w, h = im.size
     if w * h > max_pixels:
         im.close()

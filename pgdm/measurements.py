@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 
-from .io import fit_size, read_image, write_image
+from .io import fit_size, open_image_checked, read_image, write_image
 from .operators import JPEG, Operator
 from .operators.formats import mask_path_for
 from .operators.jpeg_file import jpeg_frame_shape
@@ -38,11 +38,11 @@ def image_shape_of(template: Operator, path: Path, channels: int) -> tuple[int, 
         size, parts = jpeg_frame_shape(path)[1:], template.parts()[:-1]
     else:
         try:
-            with Image.open(path) as im:
+            with open_image_checked(path, str(path)) as im:  # the header only; an absurd size is refused here
                 width, height = im.size
         except FileNotFoundError:
             raise ValueError(f"{path}: file not found") from None
-        except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as err:
+        except (UnidentifiedImageError, OSError, SyntaxError) as err:
             raise ValueError(f"{path}: not a readable image ({err})") from None
         size, parts = (height, width), template.parts()
     for op in reversed(parts):

@@ -228,8 +228,7 @@ class RestoreJob:
                 self._write(x[i], self.targets[it.path])
                 written[it.name] = entries[it.name]
         finally:
-            if written:
-                self.metrics.update(written)  # after the files: an entry in metrics.json always has its PNG on disk
+            self.metrics.update(written)  # after the files: an entry in metrics.json always has its PNG on disk
         return len(written)
 
     def _write(self, image: torch.Tensor, path: Path) -> None:

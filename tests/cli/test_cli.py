@@ -6,6 +6,7 @@ test_cli_processes.py.
 import argparse
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -151,10 +152,12 @@ def test_corrupt_file_is_reported_and_batch_continues(model, clean, tmp_path):
     assert len(list((tmp_path / "out").glob("img*.png"))) == 3
 
 
-def test_decompression_bomb_is_a_per_file_error(model, clean, tmp_path, monkeypatch):
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # the 16×16 inputs are then over twice the limit
+@pytest.mark.parametrize("limit", ["pgdm", "pillow"])
+def test_decompression_bomb_is_a_per_file_error(model, clean, tmp_path, monkeypatch, limit):
+    """Over pgdm's pixel limit, or over twice Pillow's (which Pillow refuses itself): refused from the header."""
+    monkeypatch.setattr(*(("pgdm.io.MAX_PIXELS", 100) if limit == "pgdm" else (Image, "MAX_IMAGE_PIXELS", 100)))  # 16×16 > 100
     proc = run("restore", "sr2", clean, "-o", tmp_path / "out", "--model", model, "--steps", 2, "--simulate", "--quiet", code=1)
-    assert proc.stderr.count("decompression bomb") >= 3 and "3 failed" in proc.stdout
+    assert proc.stderr.count("is over the limit of 100") >= 3 and "3 failed" in proc.stdout
 
 
 def test_size_mismatch_and_fit_options(model, tmp_path):
@@ -499,6 +502,7 @@ def test_restore_help_shows_every_options_default():
     ]  # fmt: skip
     assert not missing, f"options whose --help shows no default: {missing}"
     assert "(default: eager)" in run("restore", "--help").stdout
+    assert run("--version").stdout.strip() == f"pgdm {pgdm.__version__}"
 
 
 def test_progress_in_a_log_is_a_few_plain_lines(model, clean, tmp_path):
@@ -519,6 +523,19 @@ def test_degrade_errors_name_the_file_and_the_flag_and_a_bad_task_is_reported_on
     assert proc.stderr.count("unknown operator") == 1 and proc.stderr.startswith("pgdm degrade: error: unknown operator 'sr4x'")
     proc = run("degrade", "jpeg10", clean, "-o", tmp_path / "noisy", "--gray", "--sigma-y", "0.1", code=2)
     assert proc.stderr.count("needs a linear task") == 1
+
+
+def test_demo_prints_elapsed_time_and_an_estimate_after_each_task(tmp_path, monkeypatch):
+    import pgdm.entrypoints.cli as cli
+
+    monkeypatch.setattr(cli, "DEMO_TASKS", cli.DEMO_TASKS[:2])
+    out = run("demo", "-o", tmp_path / "demo", "--steps", 1, "--quiet").stdout
+    first, second = (line for line in out.splitlines() if line.startswith("[1/2]") or line.startswith("[2/2]"))
+    time = r"(\d+ min )?\d+ s"
+    assert re.search(rf"\({time} so far, about {time} to go\)$", first), first
+    assert re.search(rf"\({time} so far\)$", second), second
+    assert re.search(rf"1 steps, {time} in all", out)
+    assert "(default: 20)" in run("demo", "--help").stdout
 
 
 # ---------------------------------------------------------------- images of any size

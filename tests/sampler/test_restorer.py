@@ -83,10 +83,10 @@ def test_num_samples_mean_and_std():
 
 
 def _sample(restorer, op, x, j):
-    from pgdm.sampler import plan_sampling, run_eager
+    from pgdm.sampler import end_on_measurement, plan_sampling, run_eager
 
     plan = plan_sampling(restorer.denoiser, op(x), op, restorer.settings, seed=3, num_samples=4)
-    return run_eager(restorer.denoiser, plan).unflatten(0, (4, -1))[j]
+    return end_on_measurement(plan, run_eager(restorer.denoiser, plan)).unflatten(0, (4, -1))[j]
 
 
 def test_start_step_and_noisy_restore_run_and_stay_in_range():

@@ -94,7 +94,8 @@ def run_quality(args) -> int:
         key = (spec.label, n_steps)
         if key not in engines:
             engines[key] = E.restorer(den, args.backend, steps=n_steps, method=spec.name, method_options=dict(spec.options),
-                                      start_step=spec.start_step, batch_sizes=(args.batch_size,))  # fmt: skip
+                                      start_step=spec.start_step, batch_sizes=(args.batch_size,),
+                                      end_on_measurement=False)  # fmt: skip  (each method as published: no ending on y)
         return engines[key]
 
     cells = [dict(method=m.label, task=t, steps=s, sigma_y=sy, n=args.n, spec=m) for m in methods for s in steps for t in tasks for sy in sigmas]
