@@ -1,11 +1,19 @@
+import re
+from pathlib import Path
+
 from setuptools import setup
+
+VERSION = re.search(r'__version__ = "([^"]+)"', (Path(__file__).parent / "pgdm" / "__init__.py").read_text()).group(1)
 
 setup(
     name="pgdm",
-    version="0.1.0",
+    version=VERSION,
     description="Pseudoinverse-guided diffusion models (ΠGDM): fast image restoration with one pretrained diffusion model",
     python_requires=">=3.10",
-    packages=["pgdm", "pgdm.methods", "pgdm.operators", "pgdm.models", "pgdm.bench", "pgdm.integrations", "pgdm.kernels", "pgdm.engine", "pgdm.export", "pgdm.serve"],
+    packages=[
+        "pgdm", "pgdm.methods", "pgdm.operators", "pgdm.models", "pgdm.kernels", "pgdm.engine", "pgdm.export",
+        "pgdm.entrypoints", "pgdm.entrypoints.bench", "pgdm.entrypoints.serve",
+    ],
     package_dir={
         "pgdm": "pgdm",
         "pgdm.kernels": "kernels",
@@ -50,5 +58,5 @@ setup(
             "httpx>=0.27",
         ],
     },
-    entry_points={"console_scripts": ["pgdm=pgdm.cli:main"]},
+    entry_points={"console_scripts": ["pgdm=pgdm.entrypoints.cli:main"]},
 )

@@ -14,7 +14,7 @@ import argparse
 import torch
 
 import pgdm
-from pgdm.cli import DEMO_IMAGES
+from pgdm.entrypoints.cli import DEMO_IMAGES
 from pgdm.io import list_images, read_image, to_uint8
 
 

@@ -1,7 +1,7 @@
 """Throughput of ``pgdm restore`` in one process and over torchrun ranks, and the coordination cost per image.
 
 Runs the same job (default model, ``sr4``, clean demo images restored with ``--simulate``) three ways, one thread
-per process: in this process through :class:`pgdm.restore_job.RestoreJob` (no torchrun), then
+per process: in this process through :class:`pgdm.entrypoints.restore_job.RestoreJob` (no torchrun), then
 ``torchrun --nproc-per-node 1`` and ``2`` (the ranks' own figure: images over the time from the first claim to
 the last batch, model loading and start-up excluded). The coordination cost per image is timed apart: the two
 ``store.add`` calls of a batch on a c10d TCPStore, and one ``metrics.json`` merge of a batch into a file that
@@ -25,9 +25,9 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from pgdm.cli import DEMO_IMAGES, build_parser
-from pgdm.outputs import MetricsFile
-from pgdm.restore_job import RestoreJob
+from pgdm.entrypoints.cli import DEMO_IMAGES, build_parser, restore_config
+from pgdm.entrypoints.outputs import MetricsFile
+from pgdm.entrypoints.restore_job import RestoreJob
 
 TORCHRUN = str(Path(sys.executable).parent / "torchrun")
 
@@ -46,7 +46,7 @@ def _argv(inputs: Path, out: Path, opts) -> list[str]:
 
 def one_process(inputs: Path, out: Path, opts) -> float:
     """Images/s of RestoreJob.restore over the whole job in this process (model loaded before the clock)."""
-    job = RestoreJob(build_parser().parse_args(_argv(inputs, out, opts)), torch.device("cpu"))
+    job = RestoreJob(restore_config(build_parser().parse_args(_argv(inputs, out, opts))), torch.device("cpu"))
     work = job.pending()
     start = time.perf_counter()
     done = job.restore(work)

@@ -19,7 +19,6 @@ from timing import interleaved_ms
 from pgdm import Restorer, load_model
 from pgdm.export import OnnxStepRestorer, export_step
 from pgdm.ops import parse
-from pgdm.sampler import SamplerSettings, plan_sampling
 
 
 def main(argv=None) -> None:
@@ -34,11 +33,11 @@ def main(argv=None) -> None:
     op = parse(args.task, (c, s, s))
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        runner = OnnxStepRestorer(export_step(den, op, Path(tmp) / "step.onnx", args.batch), threads=torch.get_num_threads())
+        runner = OnnxStepRestorer(export_step(den, op, Path(tmp) / "step.onnx", args.batch), den, steps=args.steps, threads=torch.get_num_threads())
         export_s = time.perf_counter() - start
     y = op(torch.rand(args.batch, c, s, s, generator=torch.Generator().manual_seed(0)) * 2 - 1)
     ref = Restorer(den, steps=args.steps)
-    onnx = lambda: runner.restore(plan_sampling(den, y, op, SamplerSettings(steps=args.steps), seed=0))  # noqa: E731
+    onnx = lambda: runner.restore(y, op, seed=0)  # noqa: E731
     calls = {"onnxruntime": onnx, "Restorer": lambda: ref.restore(y, op, seed=0)}
     for call in calls.values():
         call()

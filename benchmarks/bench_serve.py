@@ -23,8 +23,8 @@ from pgdm.engine import EngineConfig
 from pgdm.io import read_image, write_image
 from pgdm.models import load_model
 from pgdm.operators import parse
-from pgdm.serve.app import ServeConfig, create_app
-from pgdm.serve.server import BackgroundServer
+from pgdm.entrypoints.serve.app import ServeConfig, create_app
+from pgdm.entrypoints.serve.server import BackgroundServer
 
 DEMO = Path(__file__).resolve().parents[1] / "pgdm" / "assets" / "demo" / "0_tshirt.png"
 

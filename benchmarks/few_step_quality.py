@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 import pgdm
-from pgdm.bench.cells import MethodSpec, parse_list
+from pgdm.entrypoints.bench.cells import MethodSpec, parse_list
 from pgdm.data import load_fashion_mnist, to_model_range
 from pgdm.metrics import psnr
 from pgdm.ops import parse

@@ -1,12 +1,12 @@
 """Few-step sampling on the analytic Gaussian-mixture prior: sliced W2 to the exact posterior per method and step count.
 
 Usage: python benchmarks/gmm_few_step.py [--n 1000] [--methods pigdm,cpigdm,cpigdm:w=1] [--steps 5,10,20,100]
-Prints a Markdown table (pgdm.bench.posterior cells: 8×8 mixture prior, one measurement, clip_denoised=False).
+Prints a Markdown table (pgdm.entrypoints.bench.posterior cells: 8×8 mixture prior, one measurement, clip_denoised=False).
 """
 import argparse
 
-from pgdm.bench.cells import parse_list, parse_methods
-from pgdm.bench.posterior import TASKS, posterior_cell
+from pgdm.entrypoints.bench.cells import parse_list, parse_methods
+from pgdm.entrypoints.bench.posterior import TASKS, posterior_cell
 
 
 def main() -> None:

@@ -28,77 +28,33 @@ if TYPE_CHECKING:
 __all__ = ["RestoreRequest", "RestoreQueue", "concat_plans", "slice_plan", "pad_plan", "group_key"]
 
 
-def _cat(ts: Sequence[torch.Tensor | None]) -> torch.Tensor | None:
-    return None if ts[0] is None else torch.cat(list(ts))
-
-
-def _pad_rows(t: torch.Tensor | None, padded: int) -> torch.Tensor | None:
+def _pad_rows(t: torch.Tensor, padded: int) -> torch.Tensor:
     """(rows, …) → (padded, …) by repeating row 0."""
-    if t is None or t.shape[0] == padded:
-        return t
-    return torch.cat([t, t[:1].expand(padded - t.shape[0], *t.shape[1:])])
+    return t if t.shape[0] == padded else torch.cat([t, t[:1].expand(padded - t.shape[0], *t.shape[1:])])
 
 
 def concat_plans(plans: Sequence[SamplingPlan]) -> SamplingPlan | None:
     """One plan running all rows of ``plans`` (same engine settings and group key); None if the operators cannot merge."""
     if len(plans) == 1:
         return plans[0]
-    op = plans[0].op.concat_rows([p.op for p in plans[1:]], [p.x_init.shape[0] for p in plans])
-    if op is None:
-        return None
-    return dataclasses.replace(
-        plans[0],
-        y=torch.cat([p.y for p in plans]),
-        y_pinv=torch.cat([p.y_pinv for p in plans]),
-        op=op,
-        keys=torch.cat([p.keys for p in plans]),
-        sigma_y2=_cat([p.sigma_y2 for p in plans]),
-        class_labels=_cat([p.class_labels for p in plans]),
-        x_init=torch.cat([p.x_init for p in plans]),
-        num_samples=1,
-    )
+    op = plans[0].op.concat_rows([p.op for p in plans[1:]], [p.rows for p in plans])
+    return None if op is None else SamplingPlan.join_rows(plans, op)
 
 
 def slice_plan(plan: SamplingPlan, start: int, stop: int) -> SamplingPlan | None:
     """Rows ``start:stop`` of a plan (None if its operator cannot be sliced)."""
-    rows = plan.x_init.shape[0]
-    if (start, stop) == (0, rows):
+    if (start, stop) == (0, plan.rows):
         return plan
-    op = plan.op.slice_rows(rows, start, stop)
-    if op is None:
-        return None
-    s = slice(start, stop)
-    return dataclasses.replace(
-        plan,
-        y=plan.y[s],
-        y_pinv=plan.y_pinv[s],
-        op=op,
-        keys=plan.keys[s],
-        sigma_y2=None if plan.sigma_y2 is None else plan.sigma_y2[s],
-        class_labels=None if plan.class_labels is None else plan.class_labels[s],
-        x_init=plan.x_init[s],
-        num_samples=1,
-    )
+    op = plan.op.slice_rows(plan.rows, start, stop)
+    return None if op is None else dataclasses.replace(plan.map_rows(lambda t: t[start:stop], op), num_samples=1)
 
 
 def pad_plan(plan: SamplingPlan, padded: int) -> SamplingPlan | None:
     """The plan padded to ``padded`` rows by repeating row 0 (None if its operator cannot be padded)."""
-    rows = plan.x_init.shape[0]
-    if padded == rows:
+    if padded == plan.rows:
         return plan
-    op = plan.op.pad_rows(rows, padded)
-    if op is None:
-        return None
-    return dataclasses.replace(
-        plan,
-        y=_pad_rows(plan.y, padded),
-        y_pinv=_pad_rows(plan.y_pinv, padded),
-        op=op,
-        keys=_pad_rows(plan.keys, padded),
-        sigma_y2=_pad_rows(plan.sigma_y2, padded),
-        class_labels=_pad_rows(plan.class_labels, padded),
-        x_init=_pad_rows(plan.x_init, padded),
-    )
+    op = plan.op.pad_rows(plan.rows, padded)
+    return None if op is None else plan.map_rows(lambda t: _pad_rows(t, padded), op)
 
 
 def group_key(plan: SamplingPlan) -> Hashable:
@@ -189,7 +145,7 @@ class RestoreQueue:
         return [_summary(x, r, non_finite == "raise") for x, r in zip(xs, requests)]
 
     def _run(self, plan: SamplingPlan) -> torch.Tensor:
-        self.batches_run.append(plan.x_init.shape[0])
+        self.batches_run.append(plan.rows)
         return self.engine.run_plan(plan)
 
     def _run_group(self, plans: list[SamplingPlan], members: list[int], xs: list) -> None:
@@ -198,7 +154,7 @@ class RestoreQueue:
             for i, plan in zip(members, plans):
                 xs[i] = self._run(plan)
             return
-        total = merged.x_init.shape[0]
+        total = merged.rows
         chunks = []
         for start in range(0, total, self.max_batch):
             part = slice_plan(merged, start, min(start + self.max_batch, total))
@@ -209,6 +165,6 @@ class RestoreQueue:
         out = torch.cat(chunks)
         offset = 0
         for i, plan in zip(members, plans):
-            n = plan.x_init.shape[0]
+            n = plan.rows
             xs[i] = out[offset : offset + n]
             offset += n

@@ -17,15 +17,10 @@ from torch import nn
 
 from pgdm.denoiser import Denoiser
 
+from .options import PRECISIONS
+
 __all__ = ["PRECISIONS", "network_dtype", "bf16_emulated_on_cpu", "prepare_denoiser", "precision_context", "NetworkAdapter"]
 
-# precision name → dtype of the network body. tf32 is float32 storage with TF32 tensor-core math (CUDA only).
-PRECISIONS: dict[str, torch.dtype] = {
-    "fp32": torch.float32,
-    "tf32": torch.float32,
-    "bf16": torch.bfloat16,
-    "fp16": torch.float16,
-}
 
 
 def network_dtype(precision: str) -> torch.dtype:

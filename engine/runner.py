@@ -30,11 +30,10 @@ from .autotune import AUTO, AutoRouter, AutoTuner, Candidate, candidates
 from .batching import RestoreQueue, pad_plan
 from .compile import check_inductor_options, compile_step
 from .graphs import GraphDispatcher, GraphEntry, GraphKey, StaticBuffers, StepNotCapturable, capture_cuda_graph
-from .precision import PRECISIONS, bf16_emulated_on_cpu, precision_context, prepare_denoiser
+from .options import BACKENDS, PRECISIONS
+from .precision import bf16_emulated_on_cpu, precision_context, prepare_denoiser
 
 __all__ = ["BACKENDS", "EngineConfig", "Engine", "restorer", "engine_step_", "gather_step_no_sync"]
-
-BACKENDS = ("auto", "eager", "compile", "cudagraph")
 
 
 @dataclass(frozen=True)
@@ -255,7 +254,7 @@ class Engine(RestoreInterface):
 
         callback: called after each step with {"i", "t", "x"} (x is the engine's buffer: clone to keep it).
         """
-        rows = plan.x_init.shape[0]
+        rows = plan.rows
         with torch.no_grad(), precision_context(self.config.precision, self.device):
             prepared = self._prepare(plan, strict=False)
             self.stats[prepared.path] += 1
@@ -286,8 +285,7 @@ class Engine(RestoreInterface):
         if self.config.backend == "eager" and not self._auto:
             return 0.0
         if not op.is_row_independent():
-            batch = max((getattr(m, n).shape[0] for m in op.modules() if isinstance(m, Operator) for n in m.per_row_buffers), default=0)
-            op = op.slice_rows(batch, 0, 1) if batch else None
+            op = op.slice_rows(op.row_count(), 0, 1)
             if op is None:
                 raise ValueError("warmup needs an operator without per-image parameters (other than declared per-row buffers such as inpainting masks)")
         if class_labels is None and self.denoiser.class_cond:
@@ -335,7 +333,7 @@ class Engine(RestoreInterface):
         backend = self.config.backend
         if backend == "eager":
             return self._direct("eager", plan, engine_step_, plan.op)
-        padded = self._graphs.padded_batch(plan.x_init.shape[0])
+        padded = self._graphs.padded_batch(plan.rows)
         run = pad_plan(plan, padded) if padded is not None else None
         if backend == "compile":
             run = run or plan  # no captured size fits (or the operator cannot pad): compile this size too
@@ -348,7 +346,7 @@ class Engine(RestoreInterface):
             if strict:
                 raise RuntimeError(f"this step cannot be captured (see the warning); stats: {dict(self.stats)}")
             return self._direct("eager_fallback", plan, engine_step_, plan.op)
-        x = entry.inputs["x"]
+        x = entry.inputs["x_init"]
 
         def start() -> torch.Tensor:
             self._load(entry, run)  # capture's warm-up runs changed the buffers: always load right before replaying
@@ -391,7 +389,7 @@ class Engine(RestoreInterface):
 
         Reusing one instance per key keeps dynamo from recompiling for every new but equal operator object.
         """
-        rows = plan.x_init.shape[0]
+        rows = plan.rows
         key = (plan.op.signature(), rows)
         op = self._static_ops.get(key)
         if op is None:
@@ -416,22 +414,15 @@ class Engine(RestoreInterface):
         def rows(name: str, t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else buf.rows(name, b, t.shape[1:], t.dtype)
 
-        inputs = {
-            "x": rows("x", plan.x_init),
-            "y": rows("y", plan.y),
-            "y_pinv": rows("y_pinv", plan.y_pinv),
-            "keys": rows("keys", plan.keys),
-            "sigma_y2": rows("sigma_y2", plan.sigma_y2),
-            "class_labels": rows("class_labels", plan.class_labels),
-        }
+        inputs = {name: rows(name, t) for name, t in plan.row_tensors().items()}  # "x_init" is the sample, updated in place
         tables = {name: buf.table(name, v) for name, v in plan.coefs.items()}
         entry = GraphEntry(op=plan.op.static_copy(b), inputs=inputs, tables=tables)
         self._load(entry, plan)
-        entry.op.warm_(inputs["x"], inputs["y"], key.noisy)
+        entry.op.warm_(inputs["x_init"], inputs["y"], key.noisy)
         den, op, counter, method_step = self.denoiser, entry.op, self._counter, self._method_step
 
         def step() -> None:
-            self._step(den, op, inputs["x"], counter, tables, inputs["y"], inputs["y_pinv"], inputs["keys"], inputs["sigma_y2"], inputs["class_labels"], key.clip_denoised, method_step)
+            self._step(den, op, inputs["x_init"], counter, tables, inputs["y"], inputs["y_pinv"], inputs["keys"], inputs["sigma_y2"], inputs["class_labels"], key.clip_denoised, method_step)
 
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
@@ -450,16 +441,13 @@ class Engine(RestoreInterface):
 
     def _load(self, entry: GraphEntry, plan: SamplingPlan) -> None:
         """Copy a (padded) plan into the entry's static tensors and reset the step counter (device copies only)."""
-        sources = {
-            "x": plan.x_init, "y": plan.y, "y_pinv": plan.y_pinv, "keys": plan.keys,
-            "sigma_y2": plan.sigma_y2, "class_labels": plan.class_labels,
-        }  # fmt: skip
+        sources = plan.row_tensors()
         for name, dst in entry.inputs.items():
             if dst is not None:
                 dst.copy_(sources[name])
         for name, dst in entry.tables.items():
             dst.copy_(plan.coefs[name])
-        entry.op.load_rows_(plan.op, entry.inputs["x"].shape[0])
+        entry.op.load_rows_(plan.op, entry.inputs["x_init"].shape[0])
         self._counter.zero_()
 
 

@@ -15,17 +15,16 @@ the input a TensorRT engine is built from (not run here: no GPU):
 The operator's matrices/masks are constants of the graph; shapes are static (export once per batch
 size, as TensorRT engines are built). The file's metadata records what the graph was built for
 (method, batch, noisy, class-conditional, clip_denoised, an operator fingerprint). :class:`OnnxStepRestorer`
-runs a whole restore with the graph in ONNX Runtime, refusing plans the graph does not fit and drawing
-the noise with :func:`pgdm.rng.gaussian_no_sync`, so its samples are those of ``pgdm.Restorer`` up to
-float32 reordering.
+is a restorer like ``pgdm.Restorer`` (the same ``restore``: plan, then loop) whose loop runs the graph in ONNX
+Runtime, refusing plans the graph does not fit and drawing the noise with :func:`pgdm.rng.gaussian_no_sync`, so
+its samples are those of ``pgdm.Restorer`` up to float32 reordering.
 """
 from __future__ import annotations
 
 import copy
-import hashlib
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -37,7 +36,7 @@ from pgdm import schedules
 from pgdm.denoiser import Denoiser
 from pgdm.methods import get_method
 from pgdm.operators import Operator
-from pgdm.sampler import SamplerSettings, SamplingPlan, step_inputs, summarize_samples
+from pgdm.sampler import RestoreInterface, SamplerSettings, SamplingPlan, settings_from, step_inputs
 
 __all__ = ["OnnxStepRestorer", "UnsupportedStep", "coefficient_names", "export_step", "input_names", "step_decompositions"]
 
@@ -138,16 +137,6 @@ def _example_inputs(denoiser: Denoiser, op: Operator, batch: int, noisy: bool, s
     return args
 
 
-def operator_fingerprint(op: Operator) -> str:
-    """A content hash of the operator (its signature plus its per-row buffers, e.g. inpainting masks), or "" for
-    operators known only by identity (those cannot be recognised in another process)."""
-    parts = [m for m in op.modules() if isinstance(m, Operator) and type(m).signature is Operator.signature]
-    if any(not m.keyed_by_content for m in parts):
-        return ""
-    rows = [getattr(m, n).detach().to(torch.float32).contiguous().numpy().tobytes() for m in parts for n in m.per_row_buffers]
-    return hashlib.sha1(repr(op.signature()).encode() + b"".join(rows)).hexdigest()
-
-
 def export_step(
     denoiser: Denoiser,
     op: Operator,
@@ -203,7 +192,7 @@ def export_step(
         )  # fmt: skip
     except (UnsupportedStep, torch.onnx.errors.OnnxExporterError) as e:
         raise ValueError(f"cannot export the {settings.method} step for {type(op).__name__} to ONNX: {_reason(e)}") from e
-    meta = dict(method=settings.method, batch=batch_size, noisy=noisy, class_cond=den.class_cond, clip_denoised=clip_denoised, operator=operator_fingerprint(op))
+    meta = dict(method=settings.method, batch=batch_size, noisy=noisy, class_cond=den.class_cond, clip_denoised=clip_denoised, operator=op.fingerprint())
     program.model.metadata_props.update({f"pgdm.{k}": str(v) for k, v in meta.items()})
     program.save(os.fspath(path))
     _check_in_onnx_runtime(os.fspath(path), step, _example_inputs(den, op, batch_size, noisy, 1, settings))
@@ -243,16 +232,34 @@ class _Graph(nn.Module):
         return self.traced(*args)
 
 
-class OnnxStepRestorer:
-    """Runs a :class:`~pgdm.sampler.SamplingPlan` with an exported step in ONNX Runtime (CPU or any provider).
+class OnnxStepRestorer(RestoreInterface):
+    """``restore`` (:meth:`pgdm.sampler.RestoreInterface.restore`, as ``pgdm.Restorer``) with the exported step run in
+    ONNX Runtime (CPU or any provider).
 
-    The host loop feeds each step's coefficients and the counter-based noise (the same draws as
-    ``pgdm.Restorer``). A plan must fit the graph: its batch size, operator, noise (a noisy graph also
-    runs noiseless plans: σ_y = 0 rows take the noiseless guidance), labels and clip_denoised.
+    The graph fixes the method, batch size, operator and clip_denoised; ``denoiser`` (the exported model) gives
+    the noise schedule the plan is made with, and ``steps``, ``eta``, ``start_step``, ``options`` the sampler's
+    settings as for ``pgdm.Restorer``. The host loop feeds each step's coefficients and the counter-based noise
+    (the same draws as ``pgdm.Restorer``). A plan must fit the graph: its batch size, operator, noise (a noisy
+    graph also runs noiseless plans: σ_y = 0 rows take the noiseless guidance), labels and clip_denoised.
     ``threads``: ONNX Runtime's intra-op threads (None: its default).
+
+    Example:
+        >>> runner = OnnxStepRestorer("sr4_b2.onnx", pgdm.load_model("default"), steps=20)
+        >>> x = runner.restore(y, op, seed=0)   # (2, 1, 32, 32) in [-1, 1]
     """
 
-    def __init__(self, path: str | os.PathLike, providers: Sequence[str] = ("CPUExecutionProvider",), threads: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        denoiser: Denoiser,
+        steps: int = 100,
+        eta: float | None = None,
+        start_step: int | None = None,
+        *,
+        options: dict | None = None,
+        providers: Sequence[str] = ("CPUExecutionProvider",),
+        threads: int | None = None,
+    ) -> None:
         try:
             import onnxruntime
         except ImportError:
@@ -266,10 +273,14 @@ class OnnxStepRestorer:
         self.batch = int(self.meta.get("pgdm.batch", self.session.get_inputs()[0].shape[0]))
         self.method = self.meta.get("pgdm.method", "pigdm")
         self.coefficients = coefficient_names(self.method)
+        clip_denoised = self.meta.get("pgdm.clip_denoised", "True") == "True"
+        self.settings = settings_from(self.method, steps, eta, start_step, clip_denoised, options)
+        self.settings.check_model(denoiser)
+        self.denoiser = denoiser
 
     def check_plan(self, plan: SamplingPlan) -> None:
         """Raise a one-line ValueError when ``plan`` does not fit this graph."""
-        rows = plan.x_init.shape[0]
+        rows = plan.rows
         if plan.method != self.method:
             raise ValueError(f"this graph runs method {self.method!r}, the plan is for {plan.method!r}")
         if rows != self.batch:
@@ -281,23 +292,27 @@ class OnnxStepRestorer:
         if self.meta.get("pgdm.clip_denoised", str(plan.clip_denoised)) != str(plan.clip_denoised):
             raise ValueError(f"this graph was exported with clip_denoised={self.meta['pgdm.clip_denoised']}, the plan has {plan.clip_denoised}")
         fingerprint = self.meta.get("pgdm.operator", "")
-        if fingerprint and operator_fingerprint(plan.op) != fingerprint:
+        if fingerprint and plan.op.fingerprint() != fingerprint:
             raise ValueError(f"the plan's operator ({type(plan.op).__name__}) is not the one this graph was exported with")
 
-    def run_plan(self, plan: SamplingPlan) -> torch.Tensor:
-        """Every step of ``plan``; returns the final samples (B, C, H, W), unclamped, float32 on the CPU."""
+    def run_plan(self, plan: SamplingPlan, callback: Callable[[dict], None] | None = None) -> torch.Tensor:
+        """Every step of ``plan``; returns the final samples (B, C, H, W), unclamped, float32 on the CPU.
+
+        callback: called after every step with {"i", "t", "x"}."""
         self.check_plan(plan)
         fixed = self.plan_inputs(plan)  # converted once, not every step
         x = plan.x_init.float().cpu()
         for i in range(plan.coefs["t"].shape[0]):
             x = torch.from_numpy(self.session.run(["x_next"], self.step_feed(plan, x, i, fixed))[0])
+            if callback is not None:
+                callback({"i": i, "t": plan.coefs["t"][i], "x": x})
         return x
 
     def plan_inputs(self, plan: SamplingPlan) -> dict:
         """The graph inputs that stay the same for every step of ``plan`` (y, h†(y), σ_y², labels) as NumPy arrays."""
         fixed = {"y": plan.y.float().cpu().numpy(), "y_pinv": plan.y_pinv.float().cpu().numpy()}
         if "sigma_y2" in self.names:
-            sigma_y2 = plan.sigma_y2 if plan.sigma_y2 is not None else torch.zeros(plan.x_init.shape[0])
+            sigma_y2 = plan.sigma_y2 if plan.sigma_y2 is not None else torch.zeros(plan.rows)
             fixed["sigma_y2"] = sigma_y2.float().cpu().numpy()
         if "class_labels" in self.names:
             fixed["class_labels"] = plan.class_labels.cpu().numpy()
@@ -310,7 +325,3 @@ class OnnxStepRestorer:
         feed = {"x": x.numpy(), "noise": noise.cpu().numpy()}
         feed |= {k: coef[k].cpu().numpy() if k == "t" else coef[k].float().cpu().numpy() for k in self.coefficients}
         return feed | (fixed if fixed is not None else self.plan_inputs(plan))
-
-    def restore(self, plan: SamplingPlan, return_std: bool = False):
-        """The plan's restored images in [-1, 1] (mean over its K samples), as ``Restorer.restore`` returns them."""
-        return summarize_samples(self.run_plan(plan), plan.num_samples, return_std)

@@ -1,6 +1,6 @@
 """``python -m pgdm`` and ``torchrun -m pgdm``: the ``pgdm`` command."""
 import sys
 
-from .cli import main
+from .entrypoints.cli import main
 
 sys.exit(main())

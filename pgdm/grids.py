@@ -10,7 +10,6 @@ from PIL import Image, ImageDraw, ImageFont
 
 from .io import to_uint8, write_bytes_atomic
 from .operators import Operator
-from .operators.jpeg import JPEG
 
 __all__ = ["measurement_view", "write_grid"]
 
@@ -18,15 +17,13 @@ GUTTER = 4
 LABEL_HEIGHT = 18
 
 
-def measurement_view(y: torch.Tensor, last: Operator, size: tuple[int, int]) -> torch.Tensor:
-    """How the measurement y (1, …) looks, as a (C, H, W) panel of ``size``.
+def measurement_view(y: torch.Tensor, op: Operator, size: tuple[int, int]) -> torch.Tensor:
+    """How the measurement y (1, …) of ``op`` looks, as a (C, H, W) panel of ``size``.
 
-    ``last`` is the operator applied last (the one that produced y): JPEG coefficients are shown decoded
-    (``last.pinv``, the file as a viewer shows it); image-like measurements (low resolution, blurred, masked,
-    gray, quantised) as they are, upsampled with nearest neighbours.
+    The operator applied last shows its measurement (``Operator.measurement_view``: JPEG coefficients
+    decoded, as a viewer shows the file; image-like measurements as they are), upsampled with nearest neighbours.
     """
-    if isinstance(last, JPEG):
-        y = last.pinv(y)
+    y = op.last.measurement_view(y)
     return torch.nn.functional.interpolate(y.float().clamp(-1, 1), size=size, mode="nearest")[0]
 
 

@@ -1,8 +1,9 @@
 """Measurements as files: what ``pgdm degrade`` writes and ``pgdm restore`` reads back.
 
-The file format follows the last operator of the chain: a ``.jpg`` with the operator's own tables and
-coefficients for JPEG, a masked image plus ``<name>_mask.png`` for inpainting, and an 8-bit PNG of y
-otherwise (low-resolution, blurred, grayscale, quantised or noisy images, as users have them).
+The operator applied last answers how its measurement is stored (``op.measurement_format``,
+:mod:`pgdm.operators.formats`): a ``.jpg`` with the operator's own tables and coefficients for JPEG, a masked
+image plus ``<name>_mask.png`` for inpainting, and an 8-bit PNG of y otherwise (low-resolution, blurred,
+grayscale, quantised or noisy images, as users have them). This module holds one reader and one writer per format.
 """
 from __future__ import annotations
 
@@ -11,35 +12,21 @@ from pathlib import Path
 import torch
 
 from .io import fit_size, read_image, write_image
-from .operators import Compose, Inpaint, Operator
-from .operators.jpeg import JPEG
+from .operators import JPEG, Operator
+from .operators.formats import mask_path_for
 from .operators.jpeg_file import jpeg_frame_shape
-from .operators.quantize import Quantize
 
-__all__ = ["last_operator", "replace_last", "project_measurement", "write_measurement", "read_measurement", "read_mask", "mask_path_for", "measurement_files"]
-
-
-def last_operator(op: Operator) -> Operator:
-    """The operator applied last in a chain (the one whose output is stored)."""
-    return op.ops[-1] if isinstance(op, Compose) else op
-
-
-def replace_last(op: Operator, new_last: Operator) -> Operator:
-    """The chain with its last operator swapped for ``new_last``."""
-    return Compose([*op.ops[:-1], new_last]) if isinstance(op, Compose) else new_last
-
-
-def mask_path_for(path: Path) -> Path:
-    """Where ``degrade`` writes the mask of an inpainting measurement ``path``."""
-    return path.with_name(path.stem + "_mask.png")
+__all__ = ["write_measurement", "read_measurement", "read_mask", "mask_path_for", "measurement_files", "measurement_shape"]
 
 
 def measurement_files(op: Operator, stem: Path) -> list[Path]:
-    """The files :func:`write_measurement` writes for ``stem``: ``stem.jpg``, ``stem.png`` (+ ``stem_mask.png``)."""
-    last = last_operator(op)
-    if isinstance(last, JPEG):
-        return [stem.with_suffix(".jpg")]
-    return [stem.with_suffix(".png")] + ([mask_path_for(stem.with_suffix(".png"))] if isinstance(last, Inpaint) else [])
+    """The files :func:`write_measurement` writes for ``stem``: ``stem.jpg``, or ``stem.png`` (+ ``stem_mask.png``)."""
+    return op.measurement_format.files(stem)
+
+
+def measurement_shape(op: Operator, image_shape: tuple[int, int, int]) -> tuple[int, ...]:
+    """The shape (C, h, w) of the measurement ``op`` makes of one (C, H, W) image (host work: runs h on zeros)."""
+    return tuple(op(torch.zeros(1, *image_shape)).shape[1:])
 
 
 def write_measurement(op: Operator, x: torch.Tensor, y: torch.Tensor, stem: Path) -> list[Path]:
@@ -48,27 +35,19 @@ def write_measurement(op: Operator, x: torch.Tensor, y: torch.Tensor, stem: Path
     JPEG: the image entering the JPEG step is saved by Pillow (libjpeg) with the operator's tables and
     chroma subsampling, so the file's coefficients are exactly y. Returns the files written.
     """
-    last = last_operator(op)
-    if isinstance(op, Compose) and any(isinstance(o, JPEG) for o in op.ops[:-1]):
+    fmt, head = op.measurement_format, op.parts()[:-1]
+    if any(not part.measurement_format.pixels for part in head):
         raise ValueError(f"{op.spec}: JPEG must be the last operator to store the measurement as a file (y after it is not an image)")
-    if isinstance(last, JPEG):
-        x_in = Compose(op.ops[:-1])(x) if isinstance(op, Compose) else x
-        return [_save_jpeg(last, x_in[0], stem.with_suffix(".jpg"))]
+    if not fmt.pixels:
+        return [op.last.to_file(_apply(head, x), fmt.files(stem)[0])]
     if y.ndim != 4 or y.shape[1] not in (1, 3):
         raise ValueError(f"{op.spec}: measurement of shape {tuple(y.shape)} cannot be stored as an image file")
-    path = write_image(y[0], stem.with_suffix(".png"))
-    if isinstance(last, Inpaint):
-        mask = last.mask[0, :1].expand(1, *y.shape[-2:]) * 2 - 1  # (1, H, W): 1 observed → white
-        return [path, write_image(mask, mask_path_for(path))]
-    return [path]
-
-
-def _save_jpeg(op: JPEG, x: torch.Tensor, path: Path) -> Path:
-    if op.channels == 3 and not torch.equal(op.qtables[1], op.qtables[2]):
-        raise ValueError(f"{op.spec}: separate Cb and Cr tables cannot be written with Pillow")
-    tables = [t.flatten().tolist() for t in op.qtables[: 1 if op.channels == 1 else 2]]
-    subsampling = {"444": 0, "422": 1, "420": 2, "gray": 0}[op.subsampling]
-    return write_image(x, path, format="JPEG", qtables=tables, subsampling=subsampling)
+    files = fmt.files(stem)
+    written = [write_image(y[0], files[0])]
+    if fmt.needs_mask:
+        mask = op.last.mask[0, :1].expand(1, *y.shape[-2:]) * 2 - 1  # (1, H, W): 1 observed → white
+        written.append(write_image(mask, files[1]))
+    return written
 
 
 def read_measurement(
@@ -89,31 +68,24 @@ def read_measurement(
     that ``pgdm degrade`` writes beside the file. Image-like measurements must have the size the task
     produces from ``image_shape`` (for SR×F: 1/F of it), or be fitted with ``fit`` ("resize" or "crop"), which
     is announced in ``notes``, as is a colour → gray conversion (``to_gray``, see :func:`pgdm.io.read_image`).
-    The result is projected back onto the range of the last operator (y ← h(h†(y)); quantisation snaps to
-    the nearest level), which undoes 8-bit rounding and re-applies the mask.
+    The result is projected back onto the range of the last operator (``Operator.project_measurement``),
+    which undoes 8-bit rounding and re-applies the mask.
     """
-    last = last_operator(template)
-    if isinstance(last, JPEG):
+    fmt = template.measurement_format
+    if not fmt.pixels:
         return _read_jpeg_measurement(template, path, image_shape)
-    expected = template(torch.zeros(1, *image_shape)).shape
-    y = read_image(path, expected[1], to_gray=to_gray, notes=notes)
+    expected = measurement_shape(template, image_shape)
+    y = read_image(path, expected[0], to_gray=to_gray, notes=notes)
     y = _fitted(y, tuple(expected[-2:]), fit, path, notes)
-    if isinstance(last, Inpaint):
+    if fmt.needs_mask:
         mask = mask or (mask_path_for(path) if mask_path_for(path).exists() else None)
         if mask is None:
             raise ValueError(
                 f"{path}: inpainting needs the image's mask (white = observed): pass --mask FILE or put "
                 f"{mask_path_for(path).name} beside it (pgdm degrade writes it)"
             )
-        last = Inpaint(read_mask(mask, tuple(expected[-2:]), fit))
-        template = replace_last(template, last)
-    return template, project_measurement(last, y)
-
-
-def project_measurement(last: Operator, y: torch.Tensor) -> torch.Tensor:
-    """y read from an image, projected back onto the range of the chain's last operator ``last``: y ← h(h†(y)),
-    which undoes 8-bit rounding and re-applies a mask; quantisation snaps to the nearest level."""
-    return last.nearest_level(y) if isinstance(last, Quantize) else last(last.pinv(y))
+        template = template.with_mask(read_mask(mask, tuple(expected[-2:]), fit))
+    return template, template.last.project_measurement(y)
 
 
 def read_mask(path: Path, size: tuple[int, int], fit: str | None = None) -> torch.Tensor:
@@ -133,6 +105,13 @@ def read_mask(path: Path, size: tuple[int, int], fit: str | None = None) -> torc
     return (m > 0).float()
 
 
+def _apply(ops: list[Operator], x: torch.Tensor) -> torch.Tensor:
+    """x through ``ops`` in order (the part of a chain before its last operator)."""
+    for op in ops:
+        x = op(x)
+    return x
+
+
 def _fitted(y: torch.Tensor, size: tuple[int, int], fit: str | None, path: Path, notes: list[str] | None) -> torch.Tensor:
     h, w = y.shape[-2:]
     out = fit_size(y, size, fit, str(path))
@@ -144,8 +123,7 @@ def _fitted(y: torch.Tensor, size: tuple[int, int], fit: str | None, path: Path,
 def _read_jpeg_measurement(template: Operator, path: Path, image_shape: tuple[int, int, int]) -> tuple[Operator, torch.Tensor]:
     if path.suffix.lower() not in (".jpg", ".jpeg"):
         raise ValueError(f"{path}: a JPEG task needs the .jpg file itself, got a {path.suffix or 'suffix-less'} file")
-    x = torch.zeros(1, *image_shape)
-    needed = tuple((Compose(template.ops[:-1])(x) if isinstance(template, Compose) else x).shape[1:])
+    needed = tuple(_apply(template.parts()[:-1], torch.zeros(1, *image_shape)).shape[1:])
     got = jpeg_frame_shape(path)  # from the header: a wrong or absurd size is refused before decoding
     if got != needed:
         raise ValueError(
@@ -155,4 +133,4 @@ def _read_jpeg_measurement(template: Operator, path: Path, image_shape: tuple[in
             f"{' --gray' if needed[0] == 1 else ''} -o DIR)"
         )
     jpeg_op, y = JPEG.from_file(path)
-    return replace_last(template, jpeg_op), y
+    return template.with_last(jpeg_op), y

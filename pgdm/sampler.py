@@ -9,8 +9,9 @@ compiled and captured whole in a CUDA graph.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import Callable, ClassVar, Mapping, Sequence
 
 import torch
 
@@ -99,10 +100,32 @@ class SamplingPlan:
     clip_denoised: bool = True
     method: str = "pigdm"  # the name of the method whose table ``coefs`` is
 
+    ROW_FIELDS: ClassVar[tuple[str, ...]] = ("x_init", "y", "y_pinv", "keys", "sigma_y2", "class_labels")  # (rows, …) each, or None
+
     @property
     def step(self) -> Callable:
         """The method's step function."""
         return get_method(self.method).step
+
+    @property
+    def rows(self) -> int:
+        """K·B, the batch the loop runs."""
+        return self.x_init.shape[0]
+
+    def row_tensors(self) -> dict[str, torch.Tensor | None]:
+        """The per-row tensors by name (:attr:`ROW_FIELDS`): what concatenating, slicing, padding or loading a plan touches."""
+        return {name: getattr(self, name) for name in self.ROW_FIELDS}
+
+    def map_rows(self, fn: Callable[[torch.Tensor], torch.Tensor], op: Operator) -> "SamplingPlan":
+        """A plan whose per-row tensors are ``fn`` of these (None stays None), with operator ``op`` for its rows."""
+        mapped = {name: None if t is None else fn(t) for name, t in self.row_tensors().items()}
+        return dataclasses.replace(self, op=op, **mapped)
+
+    @staticmethod
+    def join_rows(plans: Sequence["SamplingPlan"], op: Operator) -> "SamplingPlan":
+        """One plan running the rows of ``plans`` one after another (same method, table and settings), with ``op``."""
+        joined = {name: None if getattr(plans[0], name) is None else torch.cat([getattr(p, name) for p in plans]) for name in SamplingPlan.ROW_FIELDS}
+        return dataclasses.replace(plans[0], op=op, num_samples=1, **joined)
 
 
 def plan_sampling(

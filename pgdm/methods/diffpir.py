@@ -5,7 +5,6 @@ import torch
 
 from ..denoiser import Denoiser
 from ..operators.base import Operator
-from ..operators.inpaint import Inpaint
 from .common import Coefficients, denoise
 
 __all__ = ["diffpir_coefficients", "diffpir_step", "diffpir_task_defaults"]
@@ -17,7 +16,7 @@ def diffpir_task_defaults(op: Operator | None) -> dict[str, float]:
     taken with σ_n and σ̄_t in one unit (the model's [-1, 1] scale); the scripts take σ_n on the [0, 1]
     scale, so their ρ_t is that of ``lam`` = λ/4 here. λ enters only when σ_y > 0 (noiseless, the data step
     is the exact limit ρ_t → 0; the scripts put σ_n = 0.001 there)."""
-    return {"lam": 1.0, "zeta": 1.0} if isinstance(op, Inpaint) else {"lam": 7.0, "zeta": 0.3}
+    return {"lam": 1.0, "zeta": 1.0} if op is not None and op.family == "inpainting" else {"lam": 7.0, "zeta": 0.3}
 
 
 def diffpir_coefficients(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor, lam: float = 7.0, zeta: float = 0.3) -> dict[str, torch.Tensor]:

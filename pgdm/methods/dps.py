@@ -5,7 +5,6 @@ import torch
 
 from ..denoiser import Denoiser
 from ..operators.base import Operator
-from ..operators.inpaint import Inpaint
 from .common import Coefficients, ddim_coefficients, denoise_with_vjp, rows
 
 __all__ = ["dps_coefficients", "dps_step", "dps_task_defaults"]
@@ -14,7 +13,7 @@ __all__ = ["dps_coefficients", "dps_step", "dps_task_defaults"]
 def dps_task_defaults(op: Operator | None) -> dict[str, float]:
     """ζ' of DPS's reference code (``configs/*_config.yaml``, the same for FFHQ and ImageNet): 0.5 for
     inpainting, 0.3 for super-resolution, deblurring and any other task."""
-    return {"scale": 0.5 if isinstance(op, Inpaint) else 0.3}
+    return {"scale": 0.5 if op is not None and op.family == "inpainting" else 0.3}
 
 
 def dps_coefficients(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor, eta: float = 1.0, scale: float = 0.3) -> dict[str, torch.Tensor]:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .. import validate
+from .formats import IMAGE, MeasurementFormat
 
 __all__ = ["Operator", "LinearOperator", "as_batch_lam"]
 
@@ -39,6 +40,8 @@ class Operator(nn.Module, abc.ABC):
     decomposable: bool = False  # exposes its SVD H = U diag(s) Vᵀ (V_adjoint, V, U_adjoint, singular_values)
     keyed_by_content: bool = False
     per_row_buffers: tuple[str, ...] = ()
+    family: str = "other"  # the task family methods key their per-task settings on: "inpainting", "super-resolution", …
+    measurement_format: MeasurementFormat = IMAGE  # the files a measurement is stored as (:mod:`pgdm.operators.formats`)
 
     @abc.abstractmethod
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -61,6 +64,46 @@ class Operator(nn.Module, abc.ABC):
         """Raise a one-line ValueError if y is not a measurement this operator can produce."""
         if y.ndim != 4:
             raise ValueError(f"{self.spec}: expected a measurement of shape (B, C, H, W), got {tuple(y.shape)}")
+
+    # ------------------------------------------------------------------ measurements as files and pictures
+
+    @property
+    def last(self) -> "Operator":
+        """The operator applied last (the one whose output is the measurement): ``self`` except in a chain."""
+        return self
+
+    def parts(self) -> list["Operator"]:
+        """The operators applied in order: ``[self]``, or a chain's parts."""
+        return [self]
+
+    def with_last(self, last: "Operator") -> "Operator":
+        """This operator with the one applied last replaced by ``last``."""
+        return last
+
+    def with_mask(self, mask: torch.Tensor) -> "Operator":
+        """This operator with its inpainting mask (1 = observed) replaced; a one-line error for operators without one."""
+        raise ValueError(f"the task {self.spec} does not end in inpainting, so it takes no mask")
+
+    def project_measurement(self, y: torch.Tensor) -> torch.Tensor:
+        """y read back from a file, projected onto the range of h: h(h†(y)), which undoes 8-bit rounding
+        and re-applies a mask. y: (B, …) like ``self(x)``."""
+        return self(self.pinv(y))
+
+    def measurement_view(self, y: torch.Tensor) -> torch.Tensor:
+        """The measurement as a picture (B, C, h, w) in [-1, 1]: y itself when it is an image."""
+        return y
+
+    def row_count(self) -> int:
+        """The rows of per-image data this operator holds: B for a (B, …) mask, 1 when every row shares it."""
+        return max((getattr(self, n).shape[0] for n in self.per_row_buffers), default=1)
+
+    def fingerprint(self) -> str:
+        """A content hash of the maps this operator computes (signature plus per-row data, e.g. inpainting
+        masks), stable across processes; "" for operators known only by identity. Host work."""
+        if not self.keyed_by_content:
+            return ""
+        rows = b"".join(b.detach().to("cpu", torch.float32).contiguous().numpy().tobytes() for _, b in self._row_buffers())
+        return hashlib.sha1(repr(self.signature()).encode() + rows).hexdigest()
 
     def repeat_batch(self, k: int) -> "Operator":
         """The operator for a batch made of k stacked copies of the original batch (``torch.cat([x] * k)``).

@@ -30,6 +30,7 @@ class Blur(LinearOperator):
     """
 
     keyed_by_content = True
+    family = "deblurring"
     decomposable = True
 
     def __init__(self, kernel: torch.Tensor, *, rtol: float | None = None, name: str = "custom") -> None:

@@ -19,6 +19,7 @@ class Colorize(LinearOperator):
     """
 
     keyed_by_content = True
+    family = "colorization"
     decomposable = True
 
     def __init__(self, channels: int = 3) -> None:

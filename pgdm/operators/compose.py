@@ -1,6 +1,7 @@
 """Composition of measurement operators: h = h_k ∘ … ∘ h_1."""
 from __future__ import annotations
 
+import hashlib
 from typing import Sequence
 
 import torch
@@ -47,6 +48,34 @@ class Compose(LinearOperator):
 
     def check_measurement(self, y: torch.Tensor) -> None:
         self.ops[-1].check_measurement(y)
+
+    @property
+    def last(self) -> Operator:
+        return self.ops[-1]
+
+    @property
+    def measurement_format(self):  # type: ignore[override]
+        return self.ops[-1].measurement_format
+
+    @property
+    def family(self) -> str:  # type: ignore[override]
+        return "composed"
+
+    def with_last(self, last: Operator) -> "Compose":
+        return Compose([*self.ops[:-1], last])
+
+    def with_mask(self, mask: torch.Tensor) -> "Compose":
+        return self.with_last(self.ops[-1].with_mask(mask))
+
+    def parts(self) -> list[Operator]:
+        return list(self.ops)
+
+    def row_count(self) -> int:
+        return max(op.row_count() for op in self.ops)
+
+    def fingerprint(self) -> str:
+        parts = [op.fingerprint() for op in self.ops]
+        return "" if "" in parts else hashlib.sha1("+".join(parts).encode()).hexdigest()
 
     def signature(self):
         return ("compose",) + tuple(op.signature() for op in self.ops)

@@ -18,6 +18,7 @@ class Identity(LinearOperator):
 
     keyed_by_content = True
     decomposable = True
+    family = "denoising"
 
     @property
     def spec(self) -> str:

@@ -6,6 +6,7 @@ import math
 import torch
 
 from .base import LinearOperator, as_batch_lam
+from .formats import MASKED_IMAGE
 
 __all__ = ["Inpaint", "center_box_mask", "random_pixel_mask", "freeform_mask"]
 
@@ -27,6 +28,8 @@ class Inpaint(LinearOperator):
     keyed_by_content = True
     decomposable = True
     per_row_buffers = ("mask",)  # (1 | B, C_m, H, W): one mask for all rows or one per image
+    family = "inpainting"
+    measurement_format = MASKED_IMAGE
 
     def __init__(self, mask: torch.Tensor) -> None:
         super().__init__()
@@ -45,6 +48,9 @@ class Inpaint(LinearOperator):
     @property
     def spec(self) -> str:
         return "inpaint"
+
+    def with_mask(self, mask: torch.Tensor) -> "Inpaint":
+        return Inpaint(mask)
 
     def check_input(self, x: torch.Tensor) -> None:
         self._check(x, "image")

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Sequence
 
 import torch
 
+from ..io import write_image
 from ..kernels.jpeg_codec import islow_matrices, jpeg_decode, jpeg_encode, jpeg_roundtrip, padded_size
 from .base import Operator
+from .formats import JPEG_FILE
 from .jpeg_file import read_jpeg_coefficients
 
 __all__ = ["JPEG", "quality_tables", "SUBSAMPLING"]
@@ -69,6 +72,8 @@ class JPEG(Operator):
 
     linear = False
     keyed_by_content = True
+    family = "jpeg"
+    measurement_format = JPEG_FILE
 
     def __init__(
         self,
@@ -135,6 +140,19 @@ class JPEG(Operator):
             cells[:, :8, :, :8] = torch.from_numpy(coef.astype("float32")).permute(0, 2, 1, 3)  # (i, u, j, v)
             y[0, c, : 8 * sv * nbh, : 8 * sh * nbw] = cells.reshape(8 * sv * nbh, 8 * sh * nbw)
         return op, y
+
+    def to_file(self, x: torch.Tensor, path: str | os.PathLike) -> Path:
+        """Save the image x: (1, C, H, W) or (C, H, W) in [-1, 1] as a JPEG file with this operator's tables and
+        chroma subsampling (Pillow, i.e. libjpeg), so the file's coefficients are exactly ``self(x)``."""
+        if self.channels == 3 and not torch.equal(self.qtables[1], self.qtables[2]):
+            raise ValueError(f"{self.spec}: separate Cb and Cr tables cannot be written with Pillow")
+        tables = [t.flatten().tolist() for t in self.qtables[: 1 if self.channels == 1 else 2]]
+        subsampling = {"444": 0, "422": 1, "420": 2, "gray": 0}[self.subsampling]
+        return write_image(x[0] if x.ndim == 4 else x, Path(path), format="JPEG", qtables=tables, subsampling=subsampling)
+
+    def measurement_view(self, y: torch.Tensor) -> torch.Tensor:
+        """The coefficients decoded, as a viewer shows the file."""
+        return self.pinv(y)
 
     @property
     def spec(self) -> str:

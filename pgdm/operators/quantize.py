@@ -31,6 +31,7 @@ class Quantize(Operator):
 
     linear = False
     keyed_by_content = True
+    family = "quantization"
 
     def __init__(self, bits: int, *, lo: float = -1.0, hi: float = 1.0) -> None:
         super().__init__()
@@ -64,6 +65,10 @@ class Quantize(Operator):
     def pinv(self, y: torch.Tensor) -> torch.Tensor:
         self.check_measurement(y)
         return y.clamp(self.lo, self.hi)
+
+    def project_measurement(self, y: torch.Tensor) -> torch.Tensor:
+        """Snap y read from an 8-bit file to the nearest level h produces (h(h†(y)) would floor it)."""
+        return self.nearest_level(y)
 
     def nearest_level(self, y: torch.Tensor) -> torch.Tensor:
         """Snap an approximate measurement (e.g. read back from an 8-bit file) to the nearest grid value h produces."""

@@ -31,6 +31,7 @@ class SuperResolution(LinearOperator):
     """
 
     keyed_by_content = True
+    family = "super-resolution"
     decomposable = True
 
     def __init__(self, factor: int, kernel: str = "pool", *, rtol: float = 1e-3, size: tuple[int, int] | None = None) -> None:

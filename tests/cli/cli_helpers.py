@@ -7,7 +7,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from pgdm.cli import main
+from pgdm.entrypoints.cli import main
 
 PGDM = str(Path(sys.executable).parent / "pgdm")
 from tiny_model import SIZE
@@ -21,7 +21,7 @@ class Result:
 
 
 def run(*args, code: int | None = 0) -> Result:
-    """``pgdm ARGS`` through ``pgdm.cli.main`` with captured output; asserts the exit status ``code`` (None: any)."""
+    """``pgdm ARGS`` through ``pgdm.entrypoints.cli.main`` with captured output; asserts the exit status ``code`` (None: any)."""
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:

@@ -2,7 +2,7 @@
 import csv
 import json
 
-from pgdm.cli import main
+from pgdm.entrypoints.cli import main
 
 
 def _rows(folder):
@@ -48,7 +48,7 @@ def test_bench_bad_arguments_are_one_line_errors(tmp_path, capsys):
 
 
 def test_a_method_spec_can_start_from_the_noised_pseudoinverse(tmp_path):
-    from pgdm.bench.cells import MethodSpec
+    from pgdm.entrypoints.bench.cells import MethodSpec
 
     spec = MethodSpec.parse("cpigdm:w=8@400")
     assert (spec.name, dict(spec.options), spec.start_step, spec.label) == ("cpigdm", {"w": 8.0}, 400, "cpigdm:w=8@400")

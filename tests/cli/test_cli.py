@@ -1,4 +1,4 @@
-"""The ``pgdm`` command line, in-process through ``pgdm.cli.main``, on a tiny random-weight model and few steps.
+"""The ``pgdm`` command line, in-process through ``pgdm.entrypoints.cli.main``, on a tiny random-weight model and few steps.
 
 Tests where a separate process is the point (a missing compiler, kill -9, concurrent writers) are in
 test_cli_processes.py.
@@ -373,11 +373,11 @@ def test_failed_write_leaves_no_temporary_file(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_compile_backend_pads_to_one_size_and_matches_the_restorer(model, clean, tmp_path, monkeypatch):
-    import pgdm.restore_job as restore_job
+    from pgdm.entrypoints.config import EngineSettings
 
     engines = []
-    make = restore_job.make_restorer
-    monkeypatch.setattr(restore_job, "make_restorer", lambda *a: engines.append(make(*a)) or engines[-1])
+    make = EngineSettings.restorer
+    monkeypatch.setattr(EngineSettings, "restorer", lambda *a: engines.append(make(*a)) or engines[-1])
     run("degrade", "sr4", clean, "-o", tmp_path / "deg", "--gray")
     common = ("restore", "sr4", tmp_path / "deg", "--model", model, "--steps", 3, "--quiet", "--batch-size", 2)
     run(*common, "-o", tmp_path / "plain")  # pgdm.Restorer

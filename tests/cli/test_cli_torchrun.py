@@ -171,15 +171,15 @@ def test_two_nodes_on_one_machine(ten, model, reference, tmp_path):
 
 
 def test_python_api_alone_and_inside_the_callers_process_group(ten, model, reference, tmp_path, capsys):
-    """``pgdm.distributed.restore`` outside torchrun is a world of one; in a group the caller set up, it runs
+    """``pgdm.entrypoints.distributed.restore`` outside torchrun is a world of one; in a group the caller set up, it runs
     once per call (each call its own claim counter) and leaves the group open."""
     import torch.distributed as dist
 
-    from pgdm import distributed
-    from pgdm.cli import build_parser
+    from pgdm.entrypoints import distributed
+    from pgdm.entrypoints.cli import build_parser, restore_config
 
     def args(out):
-        return build_parser().parse_args([str(a) for a in _restore([ten], out, model)])
+        return restore_config(build_parser().parse_args([str(a) for a in _restore([ten], out, model)]))
 
     assert distributed.restore(args(tmp_path / "alone")) == 1 and not dist.is_initialized()
     _same_pngs(tmp_path / "alone", reference)

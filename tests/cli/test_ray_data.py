@@ -1,4 +1,4 @@
-"""``pgdm.integrations.ray.Restore``: in a Ray Data ``map_batches`` on a local Ray it writes the pixels ``pgdm
+"""``pgdm.entrypoints.ray.Restore``: in a Ray Data ``map_batches`` on a local Ray it writes the pixels ``pgdm
 restore`` writes; bad columns are one-line errors (called directly, without Ray).
 
 The Ray test needs ``pip install 'pgdm[ray]'`` (not in the dev extra: Ray is large and a local cluster takes a
@@ -9,7 +9,7 @@ import pytest
 from cli_helpers import SIZE, run
 from PIL import Image
 
-from pgdm.integrations.ray import Restore
+from pgdm.entrypoints.ray import Restore
 
 IMAGES = 6
 

@@ -109,7 +109,7 @@ def test_docs_have_runnable_blocks_and_directives_are_well_formed():
 
 def help_examples() -> dict[str, list[str]]:
     """Each ``pgdm`` (sub)command's example lines from its --help epilog, comments removed."""
-    from pgdm.cli import build_parser
+    from pgdm.entrypoints.cli import build_parser
 
     parser = build_parser()
     subparsers = next(a for a in parser._actions if a.choices and isinstance(a.choices, dict))

@@ -77,7 +77,7 @@ def test_restore_through_onnx_runtime_matches_pytorch(exported, case):
     kw = dict(c["kw"], seed=[1, 2, 3], class_labels=[0, 1, 2] if c["num_classes"] else None)
     gen = torch.Generator().manual_seed(4)
     y = op(torch.rand(3, 1, 16, 16, generator=gen) * 2 - 1)
-    runner = OnnxStepRestorer(path)
+    runner = OnnxStepRestorer(path, den, steps=STEPS)
     assert runner.names == input_names("sigma_y" in c["kw"], c["num_classes"] is not None)
     plan = plan_sampling(den, y, op, SamplerSettings(steps=STEPS), **kw)
     got = runner.run_plan(plan)
@@ -97,7 +97,7 @@ def test_restore_through_onnx_runtime_matches_pytorch(exported, case):
 @pytest.mark.slow
 def test_plans_that_do_not_fit_the_graph_are_refused(exported):
     den, op, path = exported("sr2")
-    runner = OnnxStepRestorer(path)
+    runner = OnnxStepRestorer(path, den, steps=2)
     y = op(torch.zeros(3, 1, 16, 16))
     plan = lambda op=op, y=y, clip_denoised=True, **kw: plan_sampling(den, y, op, SamplerSettings(steps=2, clip_denoised=clip_denoised), **kw)  # noqa: E731
     runner.check_plan(plan())
@@ -131,7 +131,7 @@ def test_what_cannot_be_exported_is_refused_in_one_line():
 
 def test_the_export_command_writes_the_step_of_the_method_it_names(tmp_path, capsys):
     """`pgdm export --method ddnm`: a DDNM graph (no VJP) whose restore matches the eager DDNM ``Restorer``."""
-    from pgdm.cli import main
+    from pgdm.entrypoints.cli import main
     from pgdm.models import load_model
     from pgdm.sampler import Restorer
     from tiny_model import save_tiny_model
@@ -140,14 +140,15 @@ def test_the_export_command_writes_the_step_of_the_method_it_names(tmp_path, cap
     path = tmp_path / "ddnm.onnx"
     assert main(["export", "inpaint-center", "-o", str(path), "--model", str(model), "--method", "ddnm", "--batch-size", "2"]) == 0
     assert "method ddnm" in capsys.readouterr().out
-    runner = OnnxStepRestorer(path)
-    assert runner.method == "ddnm" and runner.names == input_names(False, False, "ddnm")
     den = load_model(str(model))
+    runner = OnnxStepRestorer(path, den, steps=STEPS)
+    assert runner.method == "ddnm" and runner.names == input_names(False, False, "ddnm")
     op = parse("inpaint-center", (1, 16, 16))
     y = op(torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1)
     restorer = Restorer(den, steps=STEPS, method="ddnm")
     plan = restorer.plan(y, op, seed=[1, 2])
     want = run_eager(den, plan)
     assert float((runner.run_plan(plan) - want).norm() / want.norm()) < 1e-4
+    assert torch.equal(runner.restore(y, op, seed=[1, 2]), runner.run_plan(plan).clamp(-1, 1))  # the shared plan → loop
     with pytest.raises(ValueError, match="runs method 'ddnm'"):
         runner.run_plan(Restorer(den, steps=STEPS).plan(y, op))

@@ -1,5 +1,5 @@
 """What each method's theory promises, on the analytic Gaussian-mixture prior with its exact posterior
-(``pgdm.bench.posterior``: 8×8, one measurement, sliced W2 against exact posterior draws).
+(``pgdm.entrypoints.bench.posterior``: 8×8, one measurement, sliced W2 against exact posterior draws).
 
   * noiseless linear tasks: DDNM(+), DiffPIR and DDRM end on h(x) = y exactly (their last step projects);
   * ΠGDM stays where it is: its sliced W2 at 20 steps within 25 % of the values measured when these bounds
@@ -14,8 +14,8 @@ import dataclasses
 import pytest
 
 import pgdm.methods as M
-from pgdm.bench.cells import MethodSpec
-from pgdm.bench.posterior import posterior_cell
+from pgdm.entrypoints.bench.cells import MethodSpec
+from pgdm.entrypoints.bench.posterior import posterior_cell
 
 N = 256
 PIGDM_W2 = {"inpaint": 0.091, "sr4": 0.185, "inpaint-noisy": 0.124}

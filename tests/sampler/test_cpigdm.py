@@ -3,7 +3,7 @@
 * A plain eager loop written from the paper's construction — dense P, the transform A(b) from P's
   eigendecomposition, ∫A(b)G(b)db by composite Simpson in u = √b, Jᵀv from torch.func.vjp of ε — reproduces
   the samples of the method's step and float64 table, noiseless and noisy, for λ = 0 and λ ≠ 0.
-* Against the exact posterior (``pgdm.bench.posterior``: 8×8 mixture prior, sliced W2, n = 256), the ordering
+* Against the exact posterior (``pgdm.entrypoints.bench.posterior``: 8×8 mixture prior, sliced W2, n = 256), the ordering
   measured with ``benchmarks/gmm_few_step.py`` (docs/few-step.md) holds with margin.
 """
 import math
@@ -14,8 +14,8 @@ import torch
 import pgdm.sampler as sampler
 from pgdm import schedules
 from pgdm.analytic import mixture_denoiser
-from pgdm.bench.cells import MethodSpec
-from pgdm.bench.posterior import posterior_cell
+from pgdm.entrypoints.bench.cells import MethodSpec
+from pgdm.entrypoints.bench.posterior import posterior_cell
 from pgdm.methods import METHODS
 from pgdm.methods.cpigdm import cpigdm_coefficients, gauss_legendre
 from pgdm.ops import JPEG, Inpaint, Quantize, SuperResolution, center_box_mask

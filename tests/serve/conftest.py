@@ -8,7 +8,7 @@ import pytest
 from serve_helpers import STEPS
 from tiny_model import save_tiny_model, write_test_images
 
-from pgdm.cli import main as pgdm_main
+from pgdm.entrypoints.cli import main as pgdm_main
 from pgdm.engine import EngineConfig
 from pgdm.models import load_model
 
@@ -40,8 +40,8 @@ def degraded(clean, tmp_path_factory):
 @pytest.fixture
 def start_server(model_path):
     """start_server(**ServeConfig fields) → a running BackgroundServer on a free port, stopped after the test."""
-    from pgdm.serve.app import ServeConfig, create_app
-    from pgdm.serve.server import BackgroundServer
+    from pgdm.entrypoints.serve.app import ServeConfig, create_app
+    from pgdm.entrypoints.serve.server import BackgroundServer
 
     with contextlib.ExitStack() as stack:
 

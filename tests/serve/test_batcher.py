@@ -10,7 +10,7 @@ import torch
 from engine_helpers import float64_copy, tiny_denoiser
 from pgdm.engine import Engine, EngineConfig
 from pgdm.ops import Inpaint, SuperResolution, random_pixel_mask
-from pgdm.serve import Closed, DynamicBatcher, EnginePool, QueueFull, SamplingError
+from pgdm.entrypoints.serve import Closed, DynamicBatcher, EnginePool, QueueFull, SamplingError
 
 STEPS = 2
 

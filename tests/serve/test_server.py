@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from serve_helpers import STEPS, metric
-from pgdm.cli import main as pgdm_main
+from pgdm.entrypoints.cli import main as pgdm_main
 
 CLIENT_TIMEOUT = 1800  # an upper bound for a stuck server, never reached by a working one
 

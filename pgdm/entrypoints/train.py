@@ -19,9 +19,9 @@ import torch
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from . import schedules
-from .data import FASHION_MNIST_DIR, load_fashion_mnist, to_model_range
-from .models.presets import ModelConfig
+from pgdm import schedules
+from pgdm.data import FASHION_MNIST_DIR, load_fashion_mnist, to_model_range
+from pgdm.models.presets import ModelConfig
 
 __all__ = ["TrainConfig", "DEFAULT_NETWORK", "train", "export_ema", "add_arguments", "run"]
 

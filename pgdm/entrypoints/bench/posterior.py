@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import torch
 
-from ..analytic import gmm_posterior, mixture_denoiser, sample_mixture, sliced_w2
-from ..operators import Inpaint, Operator, SuperResolution, center_box_mask
-from ..sampler import Restorer, run_eager
-from ..units import sigma_to_model
+from pgdm.analytic import gmm_posterior, mixture_denoiser, sample_mixture, sliced_w2
+from pgdm.operators import Inpaint, Operator, SuperResolution, center_box_mask
+from pgdm.sampler import Restorer, run_eager
+from pgdm.units import sigma_to_model
 from .cells import MethodSpec
 
 __all__ = ["SHAPE", "TASKS", "posterior_cell"]

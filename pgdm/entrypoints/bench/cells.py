@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from ..methods import get_method
+from pgdm.methods import get_method
 
 __all__ = ["MethodSpec", "parse_methods", "parse_list", "CellStore", "write_tables", "plot_lines"]
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..arguments import add_engine_options, add_model_options
+from ..config import ModelSettings
+
 __all__ = ["add_parser"]
 
 
@@ -18,14 +21,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "  pgdm serve --max-batch 32 --max-wait-ms 20 --token-file token.txt\n"
         "  curl -F task=sr4 -F image=@low.png -F seed=0 http://127.0.0.1:8000/v1/restore -o restored.png",
     )  # fmt: skip
-    p.add_argument("--model", default="default", help="'default', a checkpoint (.pt/.safetensors) or a diffusers folder")
-    p.add_argument("--config", help="model preset name when it cannot be inferred")
+    add_model_options(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s; 0.0.0.0 for every interface)")
     p.add_argument("--port", type=int, default=8000, help="port (default: %(default)s; 0: any free port, printed at start)")
-    p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
-    p.add_argument("--backend", choices=["eager", "compile", "cudagraph"], default="eager", help="engine backend (default: %(default)s)")
-    p.add_argument("--precision", choices=["fp32", "tf32", "bf16", "fp16"], default="fp32", help="network precision (default: %(default)s)")
-    p.add_argument("--channels-last", action="store_true", help="run the network in NHWC layout")
+    add_engine_options(p)
     p.add_argument("--steps", type=int, default=100, help="sampling steps when a request names none (default: %(default)s)")
     p.add_argument("--eta", type=float, default=1.0, help="DDIM η when a request names none (default: %(default)s)")
     p.add_argument("--max-batch", type=int, default=16, help="rows (images × samples) per batch (default: %(default)s)")
@@ -63,14 +62,11 @@ def run(args) -> int:
     """Load the model, build the app, serve until SIGTERM/SIGINT."""
     try:
         from pgdm.engine import EngineConfig
-        from pgdm.models import load_model
 
         from .app import ServeConfig, create_app
         from .server import serve
     except ImportError as err:
         raise ValueError(f"the server needs its extra ({err.name} is missing): pip install 'pgdm[serve]'") from None
-    import torch
-
     if args.max_batch < 1 or args.max_queue < 0:
         raise ValueError("--max-batch must be ≥ 1 and --max-queue ≥ 0")
     token = read_token(args.token_file) if args.token_file else None
@@ -83,6 +79,6 @@ def run(args) -> int:
         max_body_bytes=args.max_body_bytes, max_pixels=args.max_pixels, max_steps=args.max_steps,
         max_samples=args.max_samples, timeout_s=args.timeout, token=token, warmup_task=args.warmup_task,
     )  # fmt: skip
-    denoiser = load_model(args.model, config=args.config, device=torch.device(args.device))
+    denoiser = ModelSettings(args.model, args.config, device=args.device).load()
     serve(create_app(denoiser, config), args.host, args.port, args.log_level)
     return 0

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 
-from .. import metrics
-from ..data import load_fashion_mnist, to_model_range
-from ..io import list_images, read_image
-from ..operators import GaussianNoise, parse
+from pgdm import metrics
+from pgdm.data import load_fashion_mnist, to_model_range
+from pgdm.io import list_images, read_image
+from pgdm.operators import GaussianNoise, parse
 from .cells import MethodSpec
 
 __all__ = ["load_images", "lpips_available", "quality_cell"]

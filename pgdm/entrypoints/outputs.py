@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from .io import remove_stale_temporaries, write_bytes_atomic, write_json_atomic
+from pgdm.io import remove_stale_temporaries, write_bytes_atomic, write_json_atomic
 
 __all__ = ["OutputFolder", "MetricsFile", "output_names"]
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
@@ -10,44 +9,48 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from pgdm.engine import StepCompileError
+import pgdm
+from pgdm import validate
+from pgdm.io import fit_size, list_images, read_image
+from pgdm.measurements import measurement_files, write_measurement
+from pgdm.methods import METHODS
+from pgdm.operators import GaussianNoise, Operator, parse, spec_help
 
-from . import distributed, serve
+from . import distributed
 from . import train as train_cmd
+from .arguments import add_engine_options, add_model_options
 from .bench import add_parser as add_bench_parser
-from .methods import METHODS
-from .io import fit_size, list_images, read_image
-from .measurements import measurement_files, write_measurement
-from .operators import GaussianNoise, Operator, parse, spec_help
+from .config import EngineSettings, IOSettings, ModelSettings, RestoreJobConfig, TaskSettings, sampler_settings, sigma_y_value
 from .outputs import MetricsFile, OutputFolder, output_names
-from .restore_job import DTYPES, GRID_LABELS, RestoreJob, parse_device, print_summary
+from .restore_job import GRID_LABELS, RestoreJob, print_summary
+from .serve.cli import add_parser as add_serve_parser
 
-DEMO_IMAGES = Path(__file__).parent / "assets" / "demo"
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer ≥ 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer ≥ 1, got {value}")
-    return value
+DEMO_IMAGES = Path(pgdm.__file__).parent / "assets" / "demo"
 
 
-def sigma_value(text: str) -> float:
-    """argparse type: σ_y, a finite float ≥ 0 on the [0, 1] pixel scale."""
-    value = float(text)
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite std ≥ 0 on the [0, 1] pixel scale (e.g. 0.05), got {text}")
-    return value
+def restore_config(args: argparse.Namespace) -> RestoreJobConfig:
+    """The job the ``pgdm restore`` options describe (validated here, once)."""
+    return RestoreJobConfig(
+        task=TaskSettings(args.task, args.sigma_y, args.seed, args.num_samples, args.class_label, args.mask),
+        io=IOSettings(tuple(args.inputs), args.output, args.simulate, args.grid, args.overwrite, args.gray, args.fit, args.quiet, args.label),
+        sampler=sampler_settings(args.method, args.steps, args.eta, args.start_step),
+        engine=EngineSettings(args.backend, args.precision, args.channels_last, args.batch_size),
+        model=ModelSettings(args.model, args.config, args.size, args.device),
+    )
 
 
-def restore_files(args) -> int:
+def restore_files(args: argparse.Namespace) -> int:
     """``pgdm restore``: returns the exit code (1 if any input failed). Under torchrun the ranks share the job."""
+    return run_restore(restore_config(args))
+
+
+def run_restore(config: RestoreJobConfig) -> int:
+    """Run ``config`` in this process (or as this rank's share under torchrun); the exit code (1 if any input failed)."""
     if distributed.launched_by_torchrun():
-        return distributed.restore(args)
-    job = RestoreJob(args, parse_device(args.device))
+        return distributed.restore(config)
+    job = RestoreJob(config, config.model.torch_device())
     work = job.pending()
-    image_bar = tqdm(total=len(work), desc=args.label, unit="img", disable=args.quiet)
+    image_bar = tqdm(total=len(work), desc=config.io.label, unit="img", disable=config.io.quiet)
 
     def advance(count: int) -> None:
         image_bar.update(count)
@@ -63,6 +66,9 @@ def restore_files(args) -> int:
 
 def degrade_files(args) -> int:
     """``pgdm degrade``: write measurement files that ``pgdm restore`` reads back."""
+    sigma_y = sigma_y_value(args.sigma_y)
+    if args.size is not None:
+        validate.positive_int("--size", args.size)
     paths = list_images(args.inputs)
     names = output_names(paths)
     folder = OutputFolder(args.output, paths)
@@ -76,17 +82,16 @@ def degrade_files(args) -> int:
     failures = 0
     for index, path in enumerate(paths):
         try:
-            notes: list[str] = []
             x = read_image(path, 1 if args.gray else 3, to_gray=args.gray)
             if args.size:
                 x = fit_size(x, (args.size, args.size), args.fit or "resize", str(path))
             op = parse(args.task, tuple(x.shape[1:]), seed=args.seed)
             stem = folder.folder / names[path]
             y = op(x)
-            if args.sigma_y > 0:
+            if sigma_y > 0:
                 if not op.linear:
                     raise ValueError(f"--sigma-y needs a linear task, but {args.task} is non-linear")
-                y = GaussianNoise(args.sigma_y, seed=args.seed + index)(y)
+                y = GaussianNoise(sigma_y, seed=args.seed + index)(y)
             written = write_measurement(op, x, y, stem)
             print(" ".join(str(p) for p in written))
         except (ValueError, OSError) as err:
@@ -121,12 +126,15 @@ def demo(args) -> int:
     rows = []
     for n, (task, sigma, title) in enumerate(DEMO_TASKS, 1):
         name = task.replace("+", "_")
-        argv = ["restore", task, str(DEMO_IMAGES), "-o", str(out / name), "--simulate", "--steps", str(args.steps),
-                "--sigma-y", str(sigma), "--grid", str(out / f"{name}_grid.png"), "--overwrite",
-                "--device", args.device, "--batch-size", "16"] + (["--quiet"] if args.quiet else [])  # fmt: skip
-        restore_args = build_parser().parse_args(argv)
-        restore_args.label = f"[{n}/{len(DEMO_TASKS)}] {task}"
-        code = restore_files(restore_args)
+        config = RestoreJobConfig(
+            task=TaskSettings(task, sigma),
+            io=IOSettings((DEMO_IMAGES,), out / name, simulate=True, grid=out / f"{name}_grid.png", overwrite=True,
+                          quiet=args.quiet, label=f"[{n}/{len(DEMO_TASKS)}] {task}"),
+            sampler=sampler_settings(steps=args.steps),
+            engine=EngineSettings(batch_size=16),
+            model=ModelSettings(device=args.device),
+        )  # fmt: skip
+        code = run_restore(config)
         if code:
             return code
         m = MetricsFile(out / name / "metrics.json").read()
@@ -141,22 +149,18 @@ def demo(args) -> int:
 
 
 def _add_restore_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="default", help="'default', a checkpoint (.pt/.safetensors) or a diffusers folder")
-    p.add_argument("--config", help="model preset name when it cannot be inferred (e.g. 256x256_diffusion_uncond)")
-    p.add_argument("--steps", type=positive_int, default=100, help="sampling steps (default: %(default)s)")
+    add_model_options(p)
+    p.add_argument("--steps", type=int, default=100, help="sampling steps (default: %(default)s)")
     p.add_argument("--method", choices=sorted(METHODS), default="pigdm", help="restoration method (docs/methods.md; default: %(default)s)")
     p.add_argument("--eta", type=float, help="DDIM η in [0, 1] for the methods that have one (default: the method's, ΠGDM 1.0)")
-    p.add_argument("--sigma-y", type=sigma_value, default=0.0, help="measurement noise std on the [0, 1] pixel scale (e.g. 0.05)")
+    p.add_argument("--sigma-y", type=float, default=0.0, help="measurement noise std on the [0, 1] pixel scale (e.g. 0.05)")
     p.add_argument("--start-step", type=int, help="start from h†(y) noised to this timestep (SDEdit)")
     p.add_argument("--seed", type=int, default=0, help="image i of the input list uses seed + i (default: %(default)s)")
-    p.add_argument("--batch-size", type=positive_int, default=8, help="images restored together (default: %(default)s)")
-    p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="network precision (default: %(default)s)")
-    p.add_argument("--backend", choices=["eager", "compile", "cudagraph"], default="eager", help="execution backend")
-    p.add_argument("--channels-last", action="store_true", help="run the network in NHWC layout (pgdm.engine; fastest on CPU with bfloat16)")
+    p.add_argument("--batch-size", type=int, default=8, help="images restored together (default: %(default)s)")
+    add_engine_options(p)
     p.add_argument("--class-label", type=int, help="class label for class-conditional models")
-    p.add_argument("--num-samples", type=positive_int, default=1, help="average this many posterior samples; also writes NAME_std.png")
-    p.add_argument("--size", type=positive_int, help="image size for models without a fixed one")
+    p.add_argument("--num-samples", type=int, default=1, help="average this many posterior samples; also writes NAME_std.png")
+    p.add_argument("--size", type=int, help="image size for models without a fixed one")
     p.add_argument("--mask", type=Path, help="inpainting mask image (white = observed, black = missing)")
     p.add_argument("--simulate", action="store_true", help="inputs are clean images: degrade with TASK, restore, report metrics")
     p.add_argument("--grid", type=Path, help="write a labelled comparison grid (y | pseudo-inverse h†(y) | restored | clean) to this PNG")
@@ -178,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n  pgdm demo\n  pgdm degrade sr4 photo.png -o degraded/\n  pgdm restore sr4 degraded/ -o restored/",
         formatter_class=raw,
     )
+    parser.add_argument("--version", action="version", version=f"pgdm {pgdm.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     tasks = "TASK is an operator spec, operators joined by '+' in the order applied:\n" + spec_help()
 
@@ -200,10 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("task")
     p.add_argument("inputs", nargs="+", help="clean image files or folders")
     p.add_argument("-o", "--output", required=True, help="output folder")
-    p.add_argument("--sigma-y", type=sigma_value, default=0.0, help="add Gaussian noise of this std on the [0, 1] pixel scale")
+    p.add_argument("--sigma-y", type=float, default=0.0, help="add Gaussian noise of this std on the [0, 1] pixel scale")
     p.add_argument("--seed", type=int, default=0, help="seed for masks, kernels and noise")
     p.add_argument("--gray", action="store_true", help="read images as grayscale")
-    p.add_argument("--size", type=positive_int, help="resize (or --crop) images to SIZE×SIZE first")
+    p.add_argument("--size", type=int, help="resize (or --crop) images to SIZE×SIZE first")
     fit = p.add_mutually_exclusive_group()
     fit.add_argument("--crop", dest="fit", action="store_const", const="crop", help="centre-crop instead of resizing to --size")
     p.set_defaults(run=degrade_files, fit=None)
@@ -212,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Restore the bundled Fashion-MNIST test images under several tasks with the default model.",
                        epilog="example:\n  pgdm demo -o demo_out --steps 100")  # fmt: skip
     p.add_argument("-o", "--output", default="demo_out", help="output folder (default: %(default)s)")
-    p.add_argument("--steps", type=positive_int, default=100, help="sampling steps (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=100, help="sampling steps (default: %(default)s)")
     p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bars (the per-task lines are still printed)")
     p.set_defaults(run=demo)
@@ -240,13 +245,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="the .onnx file to write")
     p.add_argument("--model", default="default", help="'default', a checkpoint (.pt/.safetensors) or a diffusers folder")
     p.add_argument("--config", help="model preset name when it cannot be inferred")
-    p.add_argument("--batch-size", type=positive_int, default=1, help="the graph's batch size (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=1, help="the graph's batch size (default: %(default)s)")
     p.add_argument("--noisy", action="store_true", help="take per-image sigma_y2 (the noisy guidance)")
     p.add_argument("--method", choices=sorted(METHODS), default="pigdm", help="restoration method whose step to export (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed for random masks and kernels in TASK")
     p.set_defaults(run=_export)
 
-    serve.add_parser(sub)
+    add_serve_parser(sub)
     add_bench_parser(sub)
     return parser
 
@@ -254,20 +259,21 @@ def build_parser() -> argparse.ArgumentParser:
 def _export(args) -> int:
     from pgdm.export import OnnxStepRestorer, export_step
 
-    from .models import load_model
+    from pgdm.models import load_model
 
+    validate.positive_int("--batch-size", args.batch_size)
     denoiser = load_model(args.model, config=args.config)
     if denoiser.image_size is None:
         raise ValueError("export needs a model with a fixed image size")
     op = parse(args.task, (denoiser.channels, denoiser.image_size, denoiser.image_size), seed=args.seed)
     path = export_step(denoiser, op, args.output, args.batch_size, noisy=args.noisy, method=args.method)
-    names = OnnxStepRestorer(path).names  # loads the graph in ONNX Runtime: a broken file fails here
+    names = OnnxStepRestorer(path, denoiser).names  # loads the graph in ONNX Runtime: a broken file fails here
     print(f"wrote {path}: method {args.method}, batch {args.batch_size}, inputs {', '.join(names)}; outputs x_next, x0")
     return 0
 
 
 def _convert(args) -> int:
-    from .models import convert_checkpoint
+    from pgdm.models import convert_checkpoint
 
     cfg = convert_checkpoint(args.src, args.dst, config=args.config)
     print(f"wrote {args.dst} and {Path(args.dst).with_suffix('.json')} ({cfg.name or cfg.architecture})")
@@ -278,7 +284,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError, StepCompileError) as err:
+    except (ValueError, FileNotFoundError) as err:
+        print(f"pgdm {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except RuntimeError as err:
+        from pgdm.engine import StepCompileError  # loaded only when a step failed to compile
+
+        if not isinstance(err, StepCompileError):
+            raise
         print(f"pgdm {args.command}: error: {err}", file=sys.stderr)
         return 2
     except (torch.OutOfMemoryError, MemoryError) as err:

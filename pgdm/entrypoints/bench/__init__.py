@@ -72,7 +72,7 @@ def run_quality(args) -> int:
     """``pgdm bench quality``: run the missing cells, then rewrite tables and plots from all finished cells."""
     import pgdm.engine as E
 
-    from ..models import load_model
+    from pgdm.models import load_model
     from .quality import load_images, lpips_available, quality_cell, threads_note
 
     methods, steps = _grid(args)

@@ -10,17 +10,14 @@ The module needs Ray only to be used by Ray; it imports without it.
 """
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 import torch
 
-from ..io import pixels_to_tensor, to_uint8
-from ..measurements import last_operator, project_measurement, replace_last
-from ..models import load_model
-from ..operators import Inpaint, parse
-from ..operators.jpeg import JPEG
-from ..restore_job import DTYPES, make_restorer
+from pgdm.io import pixels_to_tensor, to_uint8
+from pgdm.measurements import measurement_shape
+from pgdm.operators import parse
+
+from .config import EngineSettings, ModelSettings, sampler_settings
 
 __all__ = ["Restore"]
 
@@ -39,9 +36,9 @@ class Restore:
     Args (``fn_constructor_kwargs``): task: operator spec (``sr4``, ``inpaint-center``, ``blur-uniform9``, …);
     model/config: as ``pgdm restore --model/--config``; steps, eta, start_step, method: the sampler's (eta None:
     the method's default); device: default
-    ``cuda`` when Ray gave the actor a GPU, else ``cpu``; dtype: network precision; task_seed: seed of random
-    masks and kernels in ``task``; backend: ``eager``, ``compile`` or ``cudagraph`` (compiled for
-    ``batch_size`` rows, the ``map_batches`` batch size).
+    ``cuda`` when Ray gave the actor a GPU, else ``cpu``; task_seed: seed of random masks and kernels in
+    ``task``; backend, precision, channels_last: as ``pgdm restore`` (compiled or captured for ``batch_size``
+    rows, the ``map_batches`` batch size).
     """
 
     def __init__(
@@ -55,22 +52,25 @@ class Restore:
         start_step: int | None = None,
         method: str = "pigdm",
         device: str | None = None,
-        dtype: str = "float32",
         task_seed: int = 0,
         backend: str = "eager",
+        precision: str = "fp32",
+        channels_last: bool = False,
         batch_size: int = 16,
     ) -> None:
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.denoiser = load_model(model, config=config, device=self.device, dtype=DTYPES[dtype])
+        model_settings = ModelSettings(model, config, device=device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        engine = EngineSettings(backend, precision, channels_last, batch_size)
+        sampler = sampler_settings(method, steps, eta, start_step)
+        self.device = model_settings.torch_device()
+        self.denoiser = model_settings.load(self.device)
         if self.denoiser.image_size is None:
             raise ValueError(f"model {model} has no fixed image size; the Ray map needs one")
         self.shape = (self.denoiser.channels, self.denoiser.image_size, self.denoiser.image_size)
         self.template = parse(task, self.shape, seed=task_seed)
-        if isinstance(last_operator(self.template), JPEG):
-            raise ValueError(f"{task}: a JPEG measurement is its coefficients, not pixels; restore the .jpg files with pgdm restore")
-        self.measured = tuple(self.template(torch.zeros(1, *self.shape)).shape[1:])  # (C, h, w) of each image row
-        options = argparse.Namespace(backend=backend, channels_last=False, steps=steps, eta=eta, start_step=start_step, method=method)
-        self.restorer = make_restorer(options, self.denoiser, batch_size)
+        if not self.template.measurement_format.pixels:
+            raise ValueError(f"{task}: this measurement is not an image (JPEG coefficients); restore the .jpg files with pgdm restore")
+        self.measured = measurement_shape(self.template, self.shape)  # (C, h, w) of each image row
+        self.restorer = engine.restorer(self.denoiser, sampler)
 
     def _measurements(self, images: np.ndarray) -> torch.Tensor:
         c, h, w = self.measured
@@ -79,20 +79,20 @@ class Restore:
         return torch.cat([pixels_to_tensor(row, c) for row in images])
 
     def _operator(self, masks: np.ndarray | None):
-        if not isinstance(last_operator(self.template), Inpaint):
+        if not self.template.measurement_format.needs_mask:
             return self.template
         if masks is None:
             raise ValueError("an inpainting task needs a 'mask' column: (B, H, W) uint8, white = observed")
         size = self.measured[1:]
         if masks.ndim != 3 or tuple(masks.shape[1:]) != size or not np.isin(masks, (0, 255)).all():
             raise ValueError(f"column 'mask' must be (B, {size[0]}, {size[1]}) uint8 of 0 (missing) and 255 (observed) only")
-        return replace_last(self.template, Inpaint(torch.from_numpy(masks == 255)[:, None]))
+        return self.template.with_mask(torch.from_numpy(masks == 255)[:, None])
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if "seed" not in batch:
             raise ValueError("column 'seed' is missing: one int per row, so a row's result does not depend on its batch")
         op = self._operator(batch.get("mask"))
-        y = project_measurement(last_operator(op), self._measurements(batch["image"]))
+        y = op.last.project_measurement(self._measurements(batch["image"]))
         sigma_y = batch.get("sigma_y", 0.0)
         sigma_y = torch.from_numpy(np.array(sigma_y, dtype=np.float64))  # a copy: Ray batches are read-only
         with torch.no_grad():

@@ -11,8 +11,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from pgdm.io import to_uint8
-from pgdm.measurements import last_operator, read_measurement
-from pgdm.operators import Inpaint, Operator
+from pgdm.measurements import read_measurement
+from pgdm.operators import Operator
 
 __all__ = ["UploadError", "decode_upload", "encode_png", "SUFFIXES"]
 
@@ -61,7 +61,7 @@ def decode_upload(
     suffix = _check_image("image", image, max_pixels)
     if mask is not None:
         _check_image("mask", mask, max_pixels)
-        if not isinstance(last_operator(template), Inpaint):
+        if not template.measurement_format.needs_mask:
             raise UploadError(400, f"mask: the task {template.spec} does not end in inpainting, so it takes no mask")
     with tempfile.TemporaryDirectory(prefix="pgdm-upload-") as folder:
         path = Path(folder) / f"image{suffix}"

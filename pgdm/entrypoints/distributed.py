@@ -1,24 +1,25 @@
 """One ``pgdm restore`` job spread over the processes of a torchrun launch (one node or many).
 
-Every rank sets up the same :class:`pgdm.restore_job.RestoreJob` on its own device (``cuda:LOCAL_RANK`` for a
+Every rank sets up the same :class:`pgdm.entrypoints.restore_job.RestoreJob` (one
+:class:`~pgdm.entrypoints.config.RestoreJobConfig`) on its own device (``cuda:LOCAL_RANK`` for a
 CUDA ``--device``, else the CPU). Rank 0 lists the unfinished images and broadcasts that list; ranks then
 claim batches of ``--batch-size`` positions of it from one counter in torchrun's c10d store (``store.add``),
 so a fast rank takes more batches and no image is handed out twice. Each rank merges its entries into
-``metrics.json`` under the folder's lock before writing its PNGs (:class:`pgdm.outputs.MetricsFile`), so the
+``metrics.json`` under the folder's lock before writing its PNGs (:class:`pgdm.entrypoints.outputs.MetricsFile`), so the
 file stays one valid JSON object with each finished image once, whichever rank dies when. A re-run, with any
 world size, or torchrun's own restart (``--max-restarts``) skips every image whose PNG exists.
 
 Example, inside a script launched with ``torchrun --nproc-per-node 2 script.py``::
 
-    from pgdm.cli import build_parser
-    from pgdm import distributed
+    from pgdm import SamplerSettings
+    from pgdm.entrypoints import distributed
+    from pgdm.entrypoints.config import IOSettings, RestoreJobConfig, TaskSettings
 
-    args = build_parser().parse_args(["restore", "sr4", "low_res/", "-o", "restored/", "--steps", "50"])
-    exit_code = distributed.restore(args)
+    config = RestoreJobConfig(TaskSettings("sr4"), IOSettings(("low_res/",), "restored/"), SamplerSettings(steps=50))
+    exit_code = distributed.restore(config)
 """
 from __future__ import annotations
 
-import argparse
 import os
 import socket
 import time
@@ -30,7 +31,8 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from .restore_job import RestoreJob, WorkItem, parse_device, print_summary
+from .config import RestoreJobConfig, parse_device
+from .restore_job import RestoreJob, WorkItem, print_summary
 
 __all__ = ["Launch", "RankReport", "WorkCounter", "device_for_rank", "launched_by_torchrun", "restore"]
 
@@ -101,8 +103,8 @@ def _broadcast(value, launch: Launch):
     return box[0]
 
 
-def restore(args: argparse.Namespace) -> int:
-    """Run the ``pgdm restore`` options ``args`` as this process's share of a torchrun job; returns the job's exit code.
+def restore(config: RestoreJobConfig) -> int:
+    """Run the job ``config`` as this process's share of a torchrun job; returns the job's exit code.
 
     Every rank returns the same code: 0, or 1 when any image failed on any rank (each failure is printed by
     its rank as ``error: PATH: ...`` and listed again in rank 0's summary). A process group the caller has
@@ -110,7 +112,7 @@ def restore(args: argparse.Namespace) -> int:
     after it. Outside torchrun the job runs as a world of one process.
     """
     launch = Launch.from_env() if launched_by_torchrun() else Launch(0, 1, 0, 0)
-    device = device_for_rank(args.device, launch.local_rank)
+    device = device_for_rank(config.model.device, launch.local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     store = next(dist.rendezvous("env://"))[0] if launched_by_torchrun() else dist.HashStore()
@@ -121,27 +123,27 @@ def restore(args: argparse.Namespace) -> int:
         backend = "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend, store=dist.PrefixStore("pg", attempt), rank=launch.rank, world_size=launch.world_size)
     try:
-        return _restore_ranks(args, launch, device, dist.PrefixStore("restore", attempt))
+        return _restore_ranks(config, launch, device, dist.PrefixStore("restore", attempt))
     finally:
         if owned:
             dist.destroy_process_group()
 
 
-def _restore_ranks(args: argparse.Namespace, launch: Launch, device: torch.device, store: dist.Store) -> int:
+def _restore_ranks(config: RestoreJobConfig, launch: Launch, device: torch.device, store: dist.Store) -> int:
     lead = launch.rank == 0
-    job = RestoreJob(args, device, show_progress=lead)
+    job = RestoreJob(config, device, show_progress=lead)
     # a fresh key per call: a pipeline may run several jobs in one process group, on one store
     token, indices, count = _broadcast((uuid.uuid4().hex, [i for i, _ in job.pending()], len(job.images)), launch)
     if count != len(job.images):
         raise ValueError(f"rank {launch.rank} on {socket.gethostname()} finds {len(job.images)} input images, rank 0 finds {count}")
     work: list[WorkItem] = [(i, job.images[i]) for i in indices]
-    bar = tqdm(total=len(work), desc=args.label, unit="img", disable=args.quiet or not lead, smoothing=0)
+    bar = tqdm(total=len(work), desc=config.io.label, unit="img", disable=config.io.quiet or not lead, smoothing=0)
 
     def show(global_done: int) -> None:
         bar.update(global_done - bar.n)
 
     store = dist.PrefixStore(token, store)
-    counter = WorkCounter(store, "claimed", len(work), args.batch_size)
+    counter = WorkCounter(store, "claimed", len(work), config.engine.batch_size)
     restored, start = 0, time.perf_counter()
     for claim in counter.claims():
         restored += job.restore([work[i] for i in claim])
@@ -155,7 +157,7 @@ def _restore_ranks(args: argparse.Namespace, launch: Launch, device: torch.devic
             time.sleep(_POLL_S)
         show(done)
     bar.close()
-    if args.grid:  # one grid of every rank's images, written by rank 0
+    if config.io.grid:  # one grid of every rank's images, written by rank 0
         rows: list[dict] | None = [{}] * launch.world_size if lead else None
         dist.gather_object(job.grid_rows, rows, dst=0)
         if lead:

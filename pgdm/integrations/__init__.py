@@ -1,1 +1,0 @@
-"""Adapters that run pgdm inside other frameworks (``pgdm.integrations.ray``: Ray Data)."""
