@@ -36,7 +36,6 @@ from .precision import bf16_emulated_on_cpu, precision_context, prepare_denoiser
 __all__ = ["BACKENDS", "EngineConfig", "Engine", "restorer", "engine_step_", "gather_step_no_sync"]
 
 
-
 @dataclass(frozen=True)
 class EngineConfig:
     """Everything an :class:`Engine` is built from.
