@@ -33,7 +33,7 @@ def main(argv=None) -> None:
     op = pgdm.ops.parse(args.task, (den.channels, den.image_size, den.image_size))
     x = torch.rand(args.batch, den.channels, den.image_size, den.image_size) * 2 - 1
     t = torch.full((args.batch,), 500)
-    print(f"| method | backend | step ms | forward ms | step / forward | compile s |\n|---|---|---|---|---|---|")
+    print("| method | backend | step ms | forward ms | step / forward | compile s |\n|---|---|---|---|---|---|")
     for backend in args.backends.split(","):
         for name in args.methods.split(","):
             eng = E.restorer(den, backend, steps=20, method=name, batch_sizes=(args.batch,))

@@ -30,7 +30,6 @@ import math
 import sys
 import time
 
-import numpy as np
 import torch
 
 import pgdm
@@ -222,7 +221,7 @@ def main(argv=None) -> None:
     def score(r):
         return float(psnr(r.float().clamp(-1, 1), x).mean())  # every output on [-1, 1], as saved images are
 
-    print(f"| method | task | NFE | pgdm | peers (PSNR dB) | s |\n|---|---|---|---|---|---|", flush=True)
+    print("| method | task | NFE | pgdm | peers (PSNR dB) | s |\n|---|---|---|---|---|---|", flush=True)
     for nfe in [int(v) for v in args.nfe.split(",")]:
         for label, spec, sy in [TASKS[int(i)] for i in args.tasks.split(",")]:
             op = parse(spec, shape, seed=args.seed)

@@ -172,12 +172,13 @@ def test_composition_sr_jpeg_inpaint(photos):
 
 
 def test_sigma_y_rejected_for_nonlinear():
+    import pgdm
     from pgdm.sampler import SamplerSettings, plan_sampling
 
     op = JPEG(10)
     y = op(torch.zeros(1, 3, 16, 16))
     with pytest.raises(ValueError, match="non-linear"):
-        plan_sampling(None, y, op, SamplerSettings(steps=10), sigma_y=0.1)
+        plan_sampling(pgdm.Denoiser(torch.nn.Identity(), pgdm.schedules.linear(1000)), y, op, SamplerSettings(steps=10), sigma_y=0.1)
 
 
 def test_buffers_state_dict_and_update():

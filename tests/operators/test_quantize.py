@@ -71,11 +71,13 @@ def test_bad_input(make, match):
 
 
 def test_sigma_y_rejected():
+    import pgdm
     from pgdm.sampler import SamplerSettings, plan_sampling
 
     op = LowDynamicRange()
+    den = pgdm.Denoiser(torch.nn.Identity(), pgdm.schedules.linear(1000))
     with pytest.raises(ValueError, match="non-linear"):
-        plan_sampling(None, op(torch.zeros(1, 3, 8, 8)), op, SamplerSettings(steps=10), sigma_y=0.05)
+        plan_sampling(den, op(torch.zeros(1, 3, 8, 8)), op, SamplerSettings(steps=10), sigma_y=0.05)
 
 
 @pytest.mark.parametrize("spec", ["quant3", "quant4", "ldr"])

@@ -41,8 +41,8 @@ def add_tune_parser(kinds, methods_help_fmt) -> None:
 def tune_images(data: str, n: int, channels: int, size: int) -> torch.Tensor:
     """n images evenly spaced over ``data`` (``"fashion-mnist-train"``: the train split, or a folder), (n, C, H, W)
     in [-1, 1]."""
-    from ..data import load_fashion_mnist, to_model_range
-    from ..io import list_images, read_image
+    from pgdm.data import load_fashion_mnist, to_model_range
+    from pgdm.io import list_images, read_image
 
     if data == "fashion-mnist-train":
         images = to_model_range(load_fashion_mnist(split="train", size=size))
@@ -57,9 +57,9 @@ def tune_cell(den, method: str, options: dict, task: str, sigma_y: float, steps:
               start_step: int | None = None) -> float:
     """Mean PSNR (dB, [0, 1] scale) of one sample per image restored by ``method`` with ``options``
     (``start_step``: as :class:`pgdm.Restorer`'s)."""
-    from .. import metrics
-    from ..operators import GaussianNoise, parse
-    from ..sampler import Restorer
+    from pgdm import metrics
+    from pgdm.operators import GaussianNoise, parse
+    from pgdm.sampler import Restorer
 
     op = parse(task, tuple(images.shape[1:]), seed=seed).to(images.device)
     y = op(images)
@@ -70,9 +70,9 @@ def tune_cell(den, method: str, options: dict, task: str, sigma_y: float, steps:
 
 
 def run_tune(args) -> int:
-    from ..methods import get_method
-    from ..models import load_model
-    from ..operators import parse
+    from pgdm.methods import get_method
+    from pgdm.models import load_model
+    from pgdm.operators import parse
     from .cells import parse_list
 
     method = get_method(args.method)

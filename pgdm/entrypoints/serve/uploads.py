@@ -94,6 +94,7 @@ def decode_upload(
 _HTTP_ADVICE = [
     (re.compile(r"pass --mask FILE or put \S+ beside it \(pgdm degrade writes it\)"), "send it as the file field 'mask'"),
     (re.compile(r"pass --gray to convert it"), "send the form field gray=true to convert it"),
+    (re.compile(r"\(--model photo\)"), "(a server started with the photo model)"),
     (re.compile(r"--resize"), "fit=resize"),
     (re.compile(r"--crop"), "fit=crop"),
 ]
