@@ -74,7 +74,7 @@ class Restore:
         self.task, self.task_seed = task, task_seed
         self.template = parse(task, self.shape, seed=task_seed)
         if not self.template.measurement_format.pixels:
-            raise ValueError(f"{task}: this measurement is not an image (JPEG coefficients); restore the .jpg files with pgdm restore")
+            raise ValueError(f"{task}: a JPEG measurement is its coefficients, not pixels; restore the .jpg files with pgdm restore")
         self.channels = measurement_shape(self.template, self.shape)[0]  # of each measurement row
         self.restorer = engine.restorer(CanvasSettings(strategy, tile, overlap).wrap(self.denoiser), sampler)
 

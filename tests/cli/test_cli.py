@@ -501,7 +501,7 @@ def test_restore_help_shows_every_options_default():
         if a.option_strings and not a.required and a.default is not argparse.SUPPRESS and "default" not in formatter._get_help_string(a)
     ]  # fmt: skip
     assert not missing, f"options whose --help shows no default: {missing}"
-    assert "(default: eager)" in run("restore", "--help").stdout
+    assert "(default: auto)" in run("restore", "--help").stdout
     assert run("--version").stdout.strip() == f"pgdm {pgdm.__version__}"
 
 

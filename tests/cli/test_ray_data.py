@@ -51,8 +51,10 @@ def test_bad_columns_are_one_line_errors(model):
     image = np.zeros((1, SIZE // 2, SIZE // 2), np.uint8)
     with pytest.raises(ValueError, match="column 'seed' is missing"):
         restore({"image": image})
-    with pytest.raises(ValueError, match=r"uint8 \(B, 8, 8\[, C\]\)"):
-        restore({"image": np.zeros((1, SIZE, SIZE), np.uint8), "seed": np.zeros(1, np.int64)})
+    with pytest.raises(ValueError, match=r"uint8 \(B, h, w\[, C\]\)"):
+        restore({"image": np.zeros((1, SIZE, SIZE), np.float32), "seed": np.zeros(1, np.int64)})
+    wide = restore({"image": np.zeros((2, 5, 7), np.uint8), "seed": np.zeros(2, np.int64)})["restored"]
+    assert wide.shape == (2, 10, 14)  # a batch of another size restores at its own size
     inpaint = Restore("inpaint-center", model=str(model), steps=2, device="cpu")
     with pytest.raises(ValueError, match="needs a 'mask' column"):
         inpaint({"image": np.zeros((1, SIZE, SIZE), np.uint8), "seed": np.zeros(1, np.int64)})
