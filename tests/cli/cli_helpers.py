@@ -38,4 +38,5 @@ def run(*args, code: int | None = 0) -> Result:
 def spawn(*args, path: str = "", env: dict | None = None, **popen) -> subprocess.Popen:
     """``pgdm ARGS`` as a separate process in a bare environment (PATH = ``path``: empty unless a compiler is needed)."""
     env = {"OMP_NUM_THREADS": "1", "PATH": path, "HOME": os.environ.get("HOME", "/tmp"), **(env or {})}
+    env |= {k: os.environ[k] for k in ("PGDM_AUTOTUNE_BUDGET_S", "PGDM_CACHE_DIR") if k in os.environ and k not in env}  # the suite's
     return subprocess.Popen([PGDM, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **popen)
