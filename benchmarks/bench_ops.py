@@ -1,4 +1,4 @@
-"""Throughput of the non-linear and Fourier operators' hot paths (issue 3).
+"""Throughput of the non-linear and Fourier operators' hot paths.
 
 * JPEG h†∘h at 256×256, batch 1/16/64, quality 10, 4:2:0: pgdm's torch reference, pgdm's fused Triton
   kernel (CUDA), kornia's differentiable JPEG and Pillow encode+decode (CPU, one image at a time).

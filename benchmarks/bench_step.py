@@ -1,4 +1,4 @@
-"""Per-step cost of the ΠGDM engine (issue 6).
+"""Per-step cost of the ΠGDM engine.
 
 For a model config (``default``: the Fashion-MNIST ADM UNet at 32×32; ``adm256``: guided-diffusion's
 256×256 unconditional ImageNet model; ``ffhq256``: DPS's FFHQ model; random weights: timing does not

@@ -4,7 +4,7 @@
 same function ``Restorer`` and ``pgdm.engine`` run) for one model, one operator and one batch size with ``make_fx``, decomposing the
 backward operators that ONNX lacks into forward ones (an input-gradient convolution is a transposed
 convolution), and writes it with ``torch.onnx.export``. The result runs in ONNX Runtime (tested) and is
-the input a TensorRT engine is built from (not run here: no GPU):
+the input a TensorRT engine is built from:
 
     inputs   x (B, C, H, W) float32; t () int64 and the method's other coefficients () float32 (one row of its
              table, :func:`coefficient_names`; ΠGDM: alpha_t, alpha_s, c1, c2, r2, w); y (B, …) float32; y_pinv (B, C, H, W) float32;
