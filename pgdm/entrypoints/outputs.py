@@ -42,8 +42,9 @@ class OutputFolder:
             raise ValueError(f"output {self.folder} is a file, not a folder")
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            write_bytes_atomic(self.folder / ".pgdm-write-probe", lambda tmp: None)
-            (self.folder / ".pgdm-write-probe").unlink()
+            probe = self.folder / f".pgdm-write-probe-{os.getpid()}"  # one per process: torchrun ranks check the folder at once
+            write_bytes_atomic(probe, lambda tmp: None)
+            probe.unlink()
         except OSError as err:
             raise ValueError(f"cannot write into the output folder {self.folder}: {err.strerror or err}") from None
         remove_stale_temporaries(self.folder)  # what a killed run was writing
