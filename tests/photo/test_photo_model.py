@@ -51,8 +51,6 @@ def test_short_restore_beats_the_pseudo_inverse_on_held_out_crops(photo, spec, s
 
 
 def test_photo_crops_batches():
-    pytest.importorskip("skimage")
-    pytest.importorskip("sklearn")
     from pgdm.data import PhotoCrops
 
     crops = PhotoCrops(("chelsea",), size=16, max_downscale=2.0, scales=2)

@@ -7,8 +7,6 @@ import torch
 import pgdm
 from pgdm.entrypoints.train import PHOTO_NETWORK, TrainConfig, export_ema, train
 
-pytest.importorskip("skimage")
-pytest.importorskip("sklearn")
 
 TINY = {**PHOTO_NETWORK, "num_channels": 32, "channel_mult": "1,2", "attention_resolutions": "2", "num_heads": 1}
 
