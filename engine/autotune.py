@@ -20,6 +20,7 @@ Environment: ``PGDM_CACHE_DIR`` (the cache folder; default ``$XDG_CACHE_HOME/pgd
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import platform
@@ -62,7 +63,7 @@ CACHE_VERSION = 1
 class Candidate:
     """One engine configuration the tuner may pick.
 
-    backend: ``"eager"``, ``"compile"`` or ``"cudagraph"``; precision: ``"fp32" | "tf32" | "bf16" | "fp16"``;
+    backend: ``"eager"``, ``"compile"``, ``"cudagraph"`` or ``"onnx"``; precision: ``"fp32" | "tf32" | "bf16" | "fp16"``;
     channels_last: NHWC convolutions; compile: ``cudagraph`` only, capture the compiled step (False: the eager one).
     """
 
@@ -73,8 +74,9 @@ class Candidate:
 
     @property
     def compiled(self) -> bool:
-        """Whether this configuration runs ``torch.compile`` (minutes on a CPU with a cold Inductor cache)."""
-        return self.backend == "compile" or (self.backend == "cudagraph" and self.compile)
+        """Whether this configuration compiles (``torch.compile``) or exports (ONNX) its step before running it:
+        minutes on a CPU with cold caches."""
+        return self.backend in ("compile", "onnx") or (self.backend == "cudagraph" and self.compile)
 
     @property
     def layout(self) -> tuple[str, bool]:
@@ -83,7 +85,7 @@ class Candidate:
 
     def label(self) -> str:
         """``"compiled fp32, channels_last"``, ``"eager bf16"``, ``"CUDA graph of the compiled step fp16"``."""
-        kind = {"eager": "eager", "compile": "compiled"}.get(self.backend) or (
+        kind = {"eager": "eager", "compile": "compiled", "onnx": "ONNX Runtime"}.get(self.backend) or (
             "CUDA graph of the compiled step" if self.compile else "CUDA graph of the eager step"
         )
         return f"{kind} {self.precision}" + (", channels_last" if self.channels_last else "")
@@ -100,6 +102,11 @@ class Choice:
 
 
 # ---------------------------------------------------------------------------- what the device runs natively
+
+
+def onnx_runtime_available() -> bool:
+    """Whether the exporter (onnx, onnxscript) and ONNX Runtime are installed (``pip install 'pgdm[onnx]'``)."""
+    return all(importlib.util.find_spec(name) is not None for name in ("onnx", "onnxscript", "onnxruntime"))
 
 
 def cpu_flags() -> frozenset[str]:
@@ -153,13 +160,15 @@ def candidates(
 ) -> list[Candidate]:
     """The configurations to try for these (possibly ``"auto"``) settings, eager ones first, in search order.
 
-    ``backend="auto"``: eager and compile (CUDA: also ``cudagraph``, of the eager and of the compiled step);
+    ``backend="auto"``: eager and compile (CUDA: also ``cudagraph``, of the eager and of the compiled step; CPU: also
+    ``onnx`` in fp32 NCHW, where the exporter and ONNX Runtime are installed, tried before compiling);
     ``precision="auto"``: :func:`native_precisions` (``precisions`` overrides the list); ``channels_last=None``:
     both layouts. ``compile``: an explicit ``backend="cudagraph"`` captures the compiled step (True) or the eager one.
     """
     cuda = device.type == "cuda"
     if backend == AUTO:
-        backends = [("eager", True), ("compile", True)] + ([("cudagraph", False), ("cudagraph", True)] if cuda else [])
+        onnx = [("onnx", True)] if device.type == "cpu" and onnx_runtime_available() else []
+        backends = [("eager", True)] + onnx + [("compile", True)] + ([("cudagraph", False), ("cudagraph", True)] if cuda else [])
     else:
         backends = [(backend, compile)]
     if precision == AUTO:
@@ -167,7 +176,7 @@ def candidates(
     else:
         precs = [precision]
     layouts = [False, True] if channels_last is None else [channels_last]
-    out = [Candidate(b, p, cl, c) for b, c in backends for p in precs for cl in layouts]
+    out = [Candidate(b, p, cl, c) for b, c in backends for p in precs for cl in layouts if b != "onnx" or (p == "fp32" and not cl)]
     return sorted(out, key=lambda c: c.compiled)  # stable: eager (and graphs of the eager step) first
 
 

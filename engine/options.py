@@ -5,9 +5,10 @@ import torch
 
 __all__ = ["BACKENDS", "PRECISIONS", "PRECISION_CHOICES"]
 
-# how a plan runs: eagerly, as one torch.compile'd step, or as that step captured in a CUDA graph; "auto" measures
-# the ones this device can run at warm-up and keeps the fastest (engine/autotune.py)
-BACKENDS: tuple[str, ...] = ("auto", "eager", "compile", "cudagraph")
+# how a plan runs: eagerly, as one torch.compile'd step, as that step captured in a CUDA graph, or as the step
+# exported to ONNX and run by ONNX Runtime (CPU); "auto" measures the ones this device can run at warm-up and keeps
+# the fastest (engine/autotune.py)
+BACKENDS: tuple[str, ...] = ("auto", "eager", "compile", "cudagraph", "onnx")
 
 # precision name → dtype of the network body. tf32 is float32 storage with TF32 tensor-core math (CUDA only).
 PRECISIONS: dict[str, torch.dtype] = {

@@ -30,6 +30,7 @@ from .autotune import AUTO, AutoRouter, AutoTuner, Candidate, candidates
 from .batching import RestoreQueue, pad_plan
 from .compile import check_inductor_options, compile_step
 from .graphs import GraphDispatcher, GraphEntry, GraphKey, StaticBuffers, StepNotCapturable, capture_cuda_graph
+from .onnx_steps import OnnxSteps
 from .options import BACKENDS, PRECISIONS
 from .precision import bf16_emulated_on_cpu, precision_context, prepare_denoiser
 
@@ -45,8 +46,10 @@ class EngineConfig:
             :class:`pgdm.Restorer` (validated once, into ``sampler``, a :class:`pgdm.sampler.SamplerSettings`).
         backend: ``"auto"`` (the default: the fastest of the others on this device, measured per operator and batch
             size, :mod:`pgdm.engine.autotune`), ``"eager"`` (debugging; same numbers as ``Restorer``), ``"compile"``
-            (``torch.compile`` of the whole step, CPU or CUDA) or ``"cudagraph"`` (CUDA only: the step, compiled
-            unless ``compile=False``, captured in a CUDA graph per :class:`~pgdm.engine.graphs.GraphKey`).
+            (``torch.compile`` of the whole step, CPU or CUDA), ``"cudagraph"`` (CUDA only: the step, compiled
+            unless ``compile=False``, captured in a CUDA graph per :class:`~pgdm.engine.graphs.GraphKey`) or
+            ``"onnx"`` (CPU only, float32: the step exported to ONNX once per operator and batch size, the file kept
+            in the cache folder, and run by ONNX Runtime; operators with per-image parameters cannot be exported).
         precision: the network's precision, ``"auto"`` (the default: the fastest precision the hardware computes
             natively, measured; never an emulated bf16), ``"fp32" | "tf32" | "bf16" | "fp16"``; x̂, h, h† and the
             update stay float32 (``tf32`` only differs from ``fp32`` on CUDA).
@@ -94,6 +97,8 @@ class EngineConfig:
             raise ValueError(f"unknown backend {self.backend!r}; expected one of {', '.join(BACKENDS)}")
         if self.precision != AUTO and self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; expected one of {AUTO}, {', '.join(PRECISIONS)}")
+        if self.backend == "onnx" and (self.precision not in (AUTO, "fp32") or self.channels_last):
+            raise ValueError(f"backend 'onnx' runs the float32 NCHW step; got precision={self.precision!r}, channels_last={self.channels_last}")
         if self.autotune_budget_s is not None and not self.autotune_budget_s >= 0:
             raise ValueError(f"autotune_budget_s must be ≥ 0 seconds or None, got {self.autotune_budget_s}")
         if not self.auto and self.channels_last is None:
@@ -214,6 +219,8 @@ class Engine(RestoreInterface):
             self._auto = AutoRouter(denoiser, options, setting, tuner, lambda c: Engine(denoiser, dataclasses.replace(config.fixed(c), copy_model=True)))
         if config.backend == "cudagraph" and self.device.type != "cuda":
             raise ValueError(f"backend 'cudagraph' needs the model on a CUDA device, got {self.device}; use 'compile' or 'eager'")
+        if config.backend == "onnx" and self.device.type != "cpu":
+            raise ValueError(f"backend 'onnx' runs on the CPU, the model is on {self.device}; use 'cudagraph', 'compile' or 'eager'")
         if self.device.type == "cpu" and config.precision == "bf16" and bf16_emulated_on_cpu():
             warnings.warn("pgdm.engine: precision 'bf16' on a CPU without AVX512-BF16 or AMX runs slower than 'fp32' here", RuntimeWarning, stacklevel=2)
         self.denoiser = (
@@ -226,6 +233,7 @@ class Engine(RestoreInterface):
             else engine_step_
         )
         self._method_step = self.settings.spec.step
+        self._onnx = OnnxSteps(self.denoiser, self.settings, torch.get_num_threads()) if config.backend == "onnx" and not self._auto else None
         self._counter = torch.zeros((), dtype=torch.int64, device=self.device)
         self._graphs = GraphDispatcher(config.batch_sizes, config.max_graphs)
         self._buffers = StaticBuffers(self._graphs.max_batch, self.device)
@@ -297,7 +305,7 @@ class Engine(RestoreInterface):
             for b in batch_sizes or self.config.batch_sizes:
                 x = torch.zeros(b, *image_shape, device=self.device)
                 prepared = self._prepare(self.plan(op(x), op, sigma_y=sigma_y, class_labels=class_labels), strict=False)
-                if prepared.path == "compiled":
+                if prepared.path in ("compiled", "onnx"):
                     prepared.start()
                     prepared.step()  # compiles on the first call
         if self.device.type == "cuda":
@@ -341,6 +349,8 @@ class Engine(RestoreInterface):
         if backend == "compile":
             run = run or plan  # no captured size fits (or the operator cannot pad): compile this size too
             return self._direct("compiled", run, self._step, self._static_op(run))
+        if backend == "onnx":
+            return self._exported(run or plan)
         key = None if run is None else self._graph_key(run)
         entry = None if key is None else self._graphs.get(key)
         if entry is None and key is not None and key not in self._uncapturable and not self._graphs.full():
@@ -386,6 +396,24 @@ class Engine(RestoreInterface):
             step(den, op, x, counter, run.coefs, run.y, run.y_pinv, run.keys, run.sigma_y2, run.class_labels, run.clip_denoised, method_step)
 
         return _Prepared(path, run, start, lambda: x.copy_(run.x_init), one, copy_out=False)
+
+    def _exported(self, run: SamplingPlan) -> _Prepared:
+        """The ``"onnx"`` path: ONNX Runtime runs the exported step of ``run``'s key (exported or loaded now)."""
+        runner = self._onnx.runner_for(run)
+        fixed, n = runner.plan_inputs(run), run.coefs["t"].shape[0]
+        x, step_index = run.x_init.clone(), [0]
+
+        def start() -> torch.Tensor:
+            x.copy_(run.x_init)
+            step_index[0] = 0
+            return x
+
+        def one() -> None:  # the step index wraps modulo N, as the device counter of the other paths does
+            (x_next,) = runner.session.run(["x_next"], runner.step_feed(run, x, step_index[0] % n, fixed))
+            x.copy_(torch.from_numpy(x_next))
+            step_index[0] += 1
+
+        return _Prepared("onnx", run, start, lambda: x.copy_(run.x_init), one, copy_out=False)
 
     def _static_op(self, plan: SamplingPlan) -> Operator:
         """The one operator instance the compiled step sees for this (signature, rows), loaded with ``plan.op``'s rows.

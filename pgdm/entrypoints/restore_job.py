@@ -168,8 +168,9 @@ class RestoreJob:
         batch_size = min(engine.batch_size, max((len(g) for g in groups.values()), default=1))
         if self._restorer is None and items:
             self._restorer = engine.restorer(self.config.canvas.wrap(self.denoiser), self.config.sampler, batch_size)
-            if engine.backend in ("compile", "cudagraph"):
-                print(f"compiling the step for batches of {batch_size} (first run of this model, task and size: about 1-5 min on a CPU, "
+            if engine.backend in ("compile", "cudagraph", "onnx"):
+                verb = "exporting" if engine.backend == "onnx" else "compiling"
+                print(f"{verb} the step for batches of {batch_size} (first run of this model, task and size: about 1-5 min on a CPU, "
                       "less on a GPU; cached for later runs)...", file=sys.stderr, flush=True)  # fmt: skip
         written = 0
         for group in groups.values():

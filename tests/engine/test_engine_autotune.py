@@ -36,10 +36,13 @@ def test_native_precisions_never_offer_emulated_bf16(monkeypatch, flags, machine
     assert A.native_precisions(CPU, flags) == expected
 
 
-def test_candidates_eager_first_and_explicit_settings_kept():
+def test_candidates_eager_first_and_explicit_settings_kept(monkeypatch):
+    monkeypatch.setattr(A, "onnx_runtime_available", lambda: True)
     got = A.candidates(CPU, precisions=("fp32", "bf16"))
     assert got[:4] == [C("eager"), C("eager", cl=True), C("eager", "bf16"), C("eager", "bf16", True)]
-    assert {c.backend for c in got[4:]} == {"compile"} and len(got) == 8
+    assert got[4] == C("onnx") and {c.backend for c in got[5:]} == {"compile"} and len(got) == 9  # ONNX: fp32 NCHW only
+    monkeypatch.setattr(A, "onnx_runtime_available", lambda: False)
+    assert [c.backend for c in A.candidates(CPU, precisions=("fp32", "bf16"))][4:] == ["compile"] * 4
     assert A.candidates(CPU, "compile", "fp32", False) == [C("compile")]
     assert A.candidates(CPU, "eager", precisions=("fp32",)) == [C("eager"), C("eager", cl=True)]
     cuda = A.candidates(torch.device("cuda"), precision="bf16", channels_last=False)
@@ -74,7 +77,8 @@ def tuner(fake, budget=100.0, cache=None, log=None):
     return A.AutoTuner(CPU, budget, timer=fake.timer, clock=fake.clock, cache=cache, use_disk=cache is not None, log=log or (lambda s: None))
 
 
-def test_search_order_prunes_and_picks_the_fastest():
+def test_search_order_prunes_and_picks_the_fastest(monkeypatch):
+    monkeypatch.setattr(A, "onnx_runtime_available", lambda: False)  # ONNX Runtime's place: test_engine_onnx.py
     options = A.candidates(CPU, precisions=("fp32", "bf16"))
     step = {C("eager"): 0.20, C("eager", cl=True): 0.30, C("eager", "bf16"): 0.9, C("eager", "bf16", True): 0.35,
             C("compile"): 0.16, C("compile", cl=True): 0.15, C("compile", "bf16", True): 0.05}  # fmt: skip
@@ -88,7 +92,8 @@ def test_search_order_prunes_and_picks_the_fastest():
     assert lines == ["engine: compiled bf16, channels_last — 50 ms/step (batch 16)"]
 
 
-def test_budget_stops_starting_candidates_and_zero_measures_nothing():
+def test_budget_stops_starting_candidates_and_zero_measures_nothing(monkeypatch):
+    monkeypatch.setattr(A, "onnx_runtime_available", lambda: False)
     options = A.candidates(CPU, precisions=("fp32",))
     fake = Fake({C("eager"): 0.2, C("eager", cl=True): 0.3, C("compile"): 0.1, C("compile", cl=True): 0.05},
                 spend={C("compile"): 200.0})  # fmt: skip
