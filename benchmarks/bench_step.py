@@ -45,7 +45,7 @@ from pgdm.engine.graphs import capture_cuda_graph
 from pgdm.engine.precision import network_dtype, precision_context
 from pgdm.models import ADMUNet, ModelConfig
 from pgdm.ops import parse
-from pgdm.sampler import input_vjp, x0_and_eps
+from pgdm.methods.common import input_vjp, x0_and_eps
 
 DEFAULT_MODEL = dict(
     in_channels=1, model_channels=32, out_channels=1, num_res_blocks=1, attention_ds=(4,), channel_mult=(1, 2, 2),
