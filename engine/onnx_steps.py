@@ -5,24 +5,40 @@ step of the default model), which is most of the time at small batch sizes. Expo
 (:func:`pgdm.export.export_step`, checked against the eager step before it is written) takes about as long as a
 cold ``torch.compile``, so the file is kept under ``cache_dir()/onnx/`` named by a hash of everything the graph
 bakes in — the model's weights, the operator's content (inpainting masks included), the batch size, the method
-and its options, noise, labels, clamping, the torch and pgdm versions — and the next process loads it in a second.
+and its options, noise, labels, clamping, the torch version and the source of the code that writes the graph
+(:func:`graph_code_digest`) — and the next process loads it in a second.
 Operators known only by identity are exported to a folder of this process.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib
 import tempfile
 from pathlib import Path
 
 import torch
 
-import pgdm
 from pgdm.denoiser import Denoiser
 from pgdm.sampler import SamplerSettings, SamplingPlan
 
 from .autotune import cache_dir, model_fingerprint
 
-__all__ = ["OnnxSteps"]
+__all__ = ["OnnxSteps", "graph_code_digest"]
+
+GRAPH_CODE = ("pgdm.export", "pgdm.methods", "pgdm.operators", "pgdm.models", "pgdm.kernels")  # what the graph is made of
+
+
+@functools.cache
+def graph_code_digest() -> str:
+    """A hash of the source files of the packages an exported step is traced from (:data:`GRAPH_CODE`): a changed
+    method, operator, network or export rule names new files, so a cached graph of older code is never run."""
+    h = hashlib.sha1()
+    for name in GRAPH_CODE:
+        folder = Path(importlib.import_module(name).__file__).parent
+        for path in sorted(folder.rglob("*.py")):
+            h.update(path.relative_to(folder).as_posix().encode() + path.read_bytes())
+    return h.hexdigest()[:16]
 
 
 class OnnxSteps:
@@ -65,7 +81,7 @@ class OnnxSteps:
         parts = [
             self._fingerprint, plan.op.fingerprint() or f"id{id(plan.op)}", str(tuple(plan.x_init.shape)), plan.method,
             repr(sorted(dict(self.settings.options).items())), f"noisy={noisy}", f"labels={plan.class_labels is not None}",
-            f"clip={plan.clip_denoised}", torch.__version__, pgdm.__version__,
+            f"clip={plan.clip_denoised}", torch.__version__, graph_code_digest(),
         ]  # fmt: skip
         return f"step-{hashlib.sha1('|'.join(parts).encode()).hexdigest()[:20]}.onnx"
 

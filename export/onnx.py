@@ -49,11 +49,20 @@ class UnsupportedStep(ValueError):
 
 
 def _conv_input_grad(grad_output, input, weight, bias_sizes, stride, padding, dilation, transposed, output_padding, groups, output_mask):
-    """aten.convolution_backward for the input gradient only: the transposed convolution with the same weight."""
+    """aten.convolution_backward for the input gradient only: the transposed convolution with the same weight.
+
+    At stride 1 it is written as the plain convolution it equals — the kernel flipped in space, its input and output
+    channels swapped within each group, padding dilation·(k − 1) − padding — because runtimes have their fastest
+    kernels for Conv (ONNX Runtime's blocked NCHWc convolutions), not for ConvTranspose."""
     if transposed or list(output_mask) != [True, False, False]:
         raise UnsupportedStep(f"ONNX export differentiates w.r.t. the input of plain convolutions only (output_mask={output_mask})")
     k = weight.shape[2:]
     extra = [input.shape[2 + i] - ((grad_output.shape[2 + i] - 1) * stride[i] - 2 * padding[i] + dilation[i] * (k[i] - 1) + 1) for i in range(len(k))]
+    flipped_pad = [dilation[i] * (k[i] - 1) - padding[i] for i in range(len(k))]
+    if all(s == 1 for s in stride) and not any(extra) and all(p >= 0 for p in flipped_pad):
+        c_out, c_in_g = weight.shape[:2]
+        w = weight.reshape(groups, c_out // groups, c_in_g, *k).transpose(1, 2).reshape(c_in_g * groups, c_out // groups, *k)
+        return aten.convolution(grad_output, w.flip(list(range(2, 2 + len(k)))), None, stride, flipped_pad, dilation, False, [0] * len(k), groups), None, None
     return aten.convolution(grad_output, weight, None, stride, padding, dilation, True, extra, groups), None, None
 
 

@@ -20,7 +20,7 @@ STEPS = 6
 aten = torch.ops.aten
 
 
-@pytest.mark.parametrize("size, stride, padding, dilation, groups", [(17, 1, 1, 1, 1), (17, 2, 1, 1, 1), (16, 2, 1, 1, 2), (9, 3, 0, 1, 1), (15, 2, 2, 2, 1)])
+@pytest.mark.parametrize("size, stride, padding, dilation, groups", [(17, 1, 1, 1, 1), (17, 2, 1, 1, 1), (16, 2, 1, 1, 2), (9, 3, 0, 1, 1), (15, 2, 2, 2, 1), (12, 1, 2, 2, 2), (10, 1, 0, 1, 1)])
 def test_conv_input_grad_is_autograd(size, stride, padding, dilation, groups):
     x = torch.randn(2, 4, size, size, dtype=torch.float64, requires_grad=True)
     w = torch.randn(6, 4 // groups, 3, 3, dtype=torch.float64)
