@@ -1,5 +1,6 @@
 """Whole restores, every runner in one process, interleaved: a plain eager ΠGDM loop, ``pgdm.Restorer``, every engine
-configuration this device runs, ``backend="auto"``, and the exported ONNX step in ONNX Runtime and OpenVINO.
+configuration this device runs (the exported step in ONNX Runtime among them), ``backend="auto"``, and the same
+exported step in OpenVINO.
 
     OMP_NUM_THREADS=2 python benchmarks/bench_engines.py --batch 16 1 --steps 20 --rounds 5
 
@@ -14,8 +15,8 @@ step in ms (median / steps) and the step over one eager float32 network forward 
   (:func:`pgdm.engine.autotune.candidates`: eager/compiled × the native precisions × NCHW/channels_last; on CUDA CUDA
   graphs too), plus ``--variants`` (compiled fp32 with extra Inductor settings). ``engine auto``: the default engine,
   which measures those configurations itself (its choice is printed). Compile times are reported apart.
-* ``onnxruntime`` / ``openvino``: the step exported by :func:`pgdm.export.export_step`, run by
-  :class:`pgdm.export.OnnxStepRestorer` and by OpenVINO's CPU runtime on the same file (when ``openvino`` is installed).
+* ``openvino``: the file of the ``engine ONNX Runtime fp32`` configuration (the step exported by
+  :func:`pgdm.export.export_step`) run by OpenVINO's CPU runtime (when ``openvino`` is installed).
 
 The header names the CPU and its ISA (AVX2, AVX-512, AVX512-BF16, AMX), torch, threads, the commit and the load
 (``uptime``) before and after. Never collected by pytest.
@@ -28,9 +29,7 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Callable
 
 import torch
@@ -107,7 +106,7 @@ class OpenVinoStep:
 
 def runners(args, den, op, y, batch: int, device: torch.device) -> tuple[dict[str, Callable[[], object]], dict[str, float]]:
     """name → zero-argument restore of ``y``, all warm; and name → seconds spent compiling/exporting."""
-    steps, out, setup = args.steps, {}, {}
+    steps, out, setup, engines = args.steps, {}, {}, {}
     plain = plain_loop(den, op, steps)
     out["plain eager loop"] = lambda: plain(y)
     restorer = pgdm.Restorer(den, steps=steps)
@@ -130,19 +129,14 @@ def runners(args, den, op, y, batch: int, device: torch.device) -> tuple[dict[st
         setup[f"engine {label}"] = time.perf_counter() - start
         print(f"# engine {label}, batch {batch}: ready in {setup[f'engine {label}']:.0f} s", flush=True)
         out[f"engine {label}"] = lambda eng=eng: eng.restore(y, op, seed=0)
-    if args.onnx and device.type == "cpu":
-        from pgdm.export import OnnxStepRestorer, export_step
-
-        folder = tempfile.mkdtemp(prefix="pgdm-bench-")
-        start = time.perf_counter()
-        path = export_step(den, op, Path(folder) / f"step{batch}.onnx", batch)
-        ort = OnnxStepRestorer(path, threads=torch.get_num_threads())
-        setup["onnxruntime"] = time.perf_counter() - start
+        engines[label] = eng
+    ort_engine = engines.get("ONNX Runtime fp32")
+    if args.openvino and ort_engine is not None:
+        ort = next(iter(ort_engine._onnx.runners.values()))  # the engine's exported step: OpenVINO reads the same file
         plan = lambda: pgdm.sampler.plan_sampling(den, y, op, pgdm.sampler.SamplerSettings(steps=steps), seed=0)  # noqa: E731
-        out["onnxruntime"] = lambda: ort.restore(plan())
         try:
             start = time.perf_counter()
-            ov = OpenVinoStep(path, torch.get_num_threads())
+            ov = OpenVinoStep(ort.path, torch.get_num_threads())
             setup["openvino"] = time.perf_counter() - start
             out["openvino"] = lambda: ov.restore(ort, plan())
         except ImportError:
@@ -201,7 +195,7 @@ def main(argv=None) -> None:
     p.add_argument("--layouts", choices=["both", "nchw", "channels_last"], default="both", help="the engine layouts to run")
     p.add_argument("--variants", nargs="*", default=[], choices=sorted(VARIANTS), help="compiled fp32 with extra Inductor settings")
     p.add_argument("--no-auto", dest="auto", action="store_false", help="leave out the auto engine")
-    p.add_argument("--no-onnx", dest="onnx", action="store_false", help="leave out ONNX Runtime and OpenVINO")
+    p.add_argument("--no-openvino", dest="openvino", action="store_false", help="leave out OpenVINO (it runs the file of the ONNX Runtime engine)")
     args = p.parse_args(argv)
     device = torch.device(args.device)
     args.channels_last = {"both": None, "nchw": False, "channels_last": True}[args.layouts]

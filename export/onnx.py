@@ -278,7 +278,8 @@ class OnnxStepRestorer(RestoreInterface):
         session_options = onnxruntime.SessionOptions()
         if threads:
             session_options.intra_op_num_threads = threads
-        self.session = onnxruntime.InferenceSession(os.fspath(path), session_options, providers=list(providers))
+        self.path = os.fspath(path)  # the graph file (another runtime, e.g. OpenVINO, can read the same)
+        self.session = onnxruntime.InferenceSession(self.path, session_options, providers=list(providers))
         self.names = [i.name for i in self.session.get_inputs()]
         self.meta = self.session.get_modelmeta().custom_metadata_map  # "pgdm.*" keys written by export_step
         self.batch = int(self.meta.get("pgdm.batch", self.session.get_inputs()[0].shape[0]))
