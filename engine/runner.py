@@ -213,7 +213,8 @@ class Engine(RestoreInterface):
         self._auto: AutoRouter | None = None
         if config.auto:  # fixed-configuration engines are built per chosen candidate (AutoRouter)
             options = candidates(self.device, config.backend, config.precision, config.channels_last, compile=config.compile)
-            setting = f"{config.backend}/{config.precision}/{config.channels_last}/{config.compile_mode}/{sorted(config.compile_options.items())}"
+            # the candidates belong to the key: installing ONNX Runtime (a new candidate) measures again
+            setting = f"{config.backend}/{config.precision}/{config.channels_last}/{config.compile_mode}/{sorted(config.compile_options.items())}/{[c.label() for c in options]}"
             tuner = AutoTuner(self.device, config.autotune_budget_s)
             # each candidate casts its own copy: an in-place cast (copy_model=False) would change the others' weights
             self._auto = AutoRouter(denoiser, options, setting, tuner, lambda c: Engine(denoiser, dataclasses.replace(config.fixed(c), copy_model=True)))
