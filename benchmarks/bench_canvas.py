@@ -9,12 +9,16 @@ Sections (``--what``, any of them):
   the exact ε; ``floor`` is two exact sets against each other. (c) the seam ratio on the samples.
 * ``quality``: the default model on Fashion-MNIST test mosaics (2×3 and 3×5 images of 32×32): each task's canvas
   restore (``tiles``: overlap 8, shifted grid; ``tiles-fixed``: overlap 8, fixed grid; ``tiles-aligned``: overlap 0,
-  fixed grid, i.e. one tile per mosaic image; ``whole``) against restoring
-  each image alone from the same information, PSNR (dB) per image on [0, 1], mean of K samples; and the seam ratio.
+  fixed grid, i.e. one tile per mosaic image; ``whole``) against restoring each image alone from the same
+  measurement (deblurring: each image blurred by itself, σ_y = 0.05, the same noise; the blur of the whole canvas
+  compares strategies only), PSNR (dB) per image on [0, 1] of the mean of K samples; the seam ratio; and the edge
+  ratio (:func:`edge_ratio`: the error on image borders at the canvas edge over that on inner ones). ``--pictures``
+  writes the first mosaic's restores as one PNG (per task: measurement, canvas runs, alone, clean).
 * ``memory``: peak RSS (each run in a fresh process) of a tiled restore (``--memory-steps`` steps, ``--max-rows``
   tiles per network call) of canvases of ``--memory-sizes`` (SR×4, default model), and of loading alone.
-* ``time``: seconds per step against canvas area (64² … 1024²), and tiles/s of a tiled canvas against images/s of
-  model-sized images at the same network batch.
+* ``time``: seconds per ΠGDM step against canvas area (64² … 1024², SR×4) with the log-log slope above 64 tiles,
+  and tiles/s of a tiled canvas against images/s of model-sized images at the same network batch (``--batches``);
+  each run ``--rounds`` times, interleaved, min and median.
 
 The seam ratio is the mean |difference between neighbouring pixels| across the tile borders of the last step's grid
 over the mean elsewhere (1: no seam).
@@ -26,16 +30,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
 import pgdm
 from pgdm.analytic import sliced_w2, stationary_denoiser, stationary_posterior_samples
 from pgdm.canvas import CanvasDenoiser
-from pgdm.ops import Inpaint, center_box_mask, parse, random_pixel_mask
+from pgdm.ops import Inpaint, LinearOperator, center_box_mask, parse, random_pixel_mask
 from pgdm.sampler import SamplerSettings, plan_sampling, run_eager
 
 
@@ -131,17 +138,56 @@ def unmosaic(x: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
     return x.view(c, rows, h, cols, w).permute(1, 3, 0, 2, 4).reshape(rows * cols, c, h, w)
 
 
+class PerImage(LinearOperator):
+    """A linear operator applied to each model-sized image of a (rows × cols) mosaic by itself: y = mosaic(h(unmosaic(x))).
+
+    The canvas measured image by image: the same numbers as measuring each image alone, rearranged, so a canvas
+    restore and per-image restores start from the same information (a blur of the whole canvas mixes neighbours)."""
+
+    def __init__(self, op: LinearOperator, rows: int, cols: int) -> None:
+        super().__init__()
+        self.op, self.rows, self.cols, self.family = op, rows, cols, op.family
+
+    @property
+    def spec(self) -> str:
+        return f"{self.op.spec} per image of {self.rows}×{self.cols}"
+
+    def _each(self, fn, v: torch.Tensor) -> torch.Tensor:
+        b = v.shape[0]
+        out = fn(torch.cat([unmosaic(v[i : i + 1], self.rows, self.cols) for i in range(b)]))
+        return torch.cat([mosaic(out[i * self.rows * self.cols : (i + 1) * self.rows * self.cols], self.rows, self.cols) for i in range(b)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._each(self.op, x)
+
+    def pinv(self, y: torch.Tensor) -> torch.Tensor:
+        return self._each(self.op.pinv, y)
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        return self._each(self.op.adjoint, y)
+
+    def regularized_pinv(self, v: torch.Tensor, lam) -> torch.Tensor:
+        n = self.rows * self.cols
+        lam = lam.repeat_interleave(n) if isinstance(lam, torch.Tensor) and lam.ndim == 1 else lam
+        return self._each(lambda u: self.op.regularized_pinv(u, lam), v)
+
+
+DEBLUR_SIGMA = 0.05  # noiseless, a 9×9 box on 32×32 images is exactly invertible (every |K̂| > 0)
+
+
 def quality_tasks(rows: int, cols: int, seed: int):
-    """(label, canvas operator, per-image operator) with the same information in both, except deblurring, where
-    the canvas is blurred as one image (circularly) and each image alone by itself."""
+    """(label, canvas operator, per-image operator or None, σ_y): the same information in both; the blur of the whole
+    canvas (circular, mixing neighbouring images) has no per-image counterpart and compares strategies only."""
     hc, wc = 32 * rows, 32 * cols
     mask = center_box_mask(hc, wc) * random_pixel_mask(hc, wc, 0.5, seed=seed)  # (1, 1, Hc, Wc): box ∪ half the rest hidden
     inpaint_c = Inpaint(mask)
+    blur = parse("blur-uniform9", (1, 32, 32))
     return [
-        ("SR×4", parse("sr4", (1, hc, wc)), parse("sr4", (1, 32, 32))),
-        ("centre box + random 50 % inpainting", inpaint_c, Inpaint(unmosaic(mask, rows, cols))),
-        ("JPEG QF10", parse("jpeg10", (1, hc, wc)), parse("jpeg10", (1, 32, 32))),
-        ("uniform 9×9 deblurring", parse("blur-uniform9", (1, hc, wc)), parse("blur-uniform9", (1, 32, 32))),
+        ("SR×4", parse("sr4", (1, hc, wc)), parse("sr4", (1, 32, 32)), 0.0),
+        ("centre box + random 50 % inpainting", inpaint_c, Inpaint(unmosaic(mask, rows, cols)), 0.0),
+        ("JPEG QF10", parse("jpeg10", (1, hc, wc)), parse("jpeg10", (1, 32, 32)), 0.0),
+        ("uniform 9×9 deblurring, image by image", PerImage(blur, rows, cols), blur, DEBLUR_SIGMA),
+        ("uniform 9×9 deblurring of the whole canvas", parse("blur-uniform9", (1, hc, wc)), None, DEBLUR_SIGMA),
     ]
 
 
@@ -153,38 +199,75 @@ CONFIGS = {
 }
 
 
+def edge_ratio(x: torch.Tensor, clean: torch.Tensor, rows: int, cols: int, width: int = 4) -> float:
+    """Mean |x − clean| on the mosaic images' outer ``width``-pixel strips that lie on the canvas edge over the mean
+    on those inside the canvas (the same kind of content: every image's border), so 1 when the canvas edge restores
+    like an inner border. x, clean: (B, C, 32·rows, 32·cols)."""
+    err = (x - clean).abs().mean(dim=(0, 1))  # (H, W)
+    strip = torch.zeros(32, 32, dtype=torch.bool)
+    strip[:width] = strip[-width:] = True
+    strip[:, :width] = strip[:, -width:] = True
+    strips = strip.repeat(rows, cols)
+    edge = torch.ones_like(strips)
+    edge[width:-width, width:-width] = False
+    return float(err[strips & edge].mean() / err[strips & ~edge].mean())
+
+
 def quality(args) -> dict:
     from pgdm.data import load_fashion_mnist, to_model_range
     from pgdm.metrics import psnr
 
     den = pgdm.load_model("default")
-    out = []
+    out, pictures = [], []
     for rows, cols in args.mosaics:
         n = rows * cols
         test = to_model_range(load_fashion_mnist(split="test"))
         images = test[torch.linspace(0, len(test) - 1, n).long()]
         canvas_x = mosaic(images, rows, cols)
-        for label, op_c, op_1 in quality_tasks(rows, cols, args.seed):
+        for label, op_c, op_1, sigma in quality_tasks(rows, cols, args.seed):
             if args.tasks and not any(label.startswith(t) for t in args.tasks):
                 continue
-            y_c, y_1 = op_c(canvas_x), op_1(images)
-            row = {"mosaic": f"{rows}×{cols}", "task": label, "steps": args.steps, "samples": args.samples}
-            start = time.perf_counter()
-            alone = pgdm.Restorer(den, steps=args.steps).restore(y_1, op_1, seed=args.seed, num_samples=args.samples)
-            row["alone"] = float(psnr(alone, images).mean())
-            row["alone_s"] = time.perf_counter() - start
+            noise = sigma * torch.randn(op_c(canvas_x).shape, generator=torch.Generator().manual_seed(args.seed))
+            y_c = op_c(canvas_x) + noise  # the per-image measurements get the same noise, image by image
+            row = {"mosaic": f"{rows}×{cols}", "task": label, "sigma_y": sigma, "steps": args.steps, "samples": args.samples}
+            view = op_c.measurement_view(y_c)
+            picture = [F.interpolate(view, size=canvas_x.shape[-2:], mode="nearest")]
+            if op_1 is not None:
+                start = time.perf_counter()
+                y_1 = op_1(images) + unmosaic(noise, rows, cols) if sigma else op_1(images)
+                alone = pgdm.Restorer(den, steps=args.steps).restore(y_1, op_1, sigma, seed=args.seed, num_samples=args.samples)
+                row["alone"] = float(psnr(alone, images).mean())
+                row["alone_s"] = time.perf_counter() - start
+                row["alone_edge"] = edge_ratio(mosaic(alone, rows, cols), canvas_x, rows, cols)
             for name, kw in CONFIGS.items():
                 if name not in args.configs:
                     continue
                 cden = CanvasDenoiser(den, kw.get("strategy", "tiles"), overlap=kw.get("overlap", 8), shift=kw.get("shift", True))
                 start = time.perf_counter()
-                x = pgdm.Restorer(cden, steps=args.steps).restore(y_c, op_c, seed=args.seed, num_samples=args.samples)
+                x = pgdm.Restorer(cden, steps=args.steps).restore(y_c, op_c, sigma, seed=args.seed, num_samples=args.samples)
                 row[name] = float(psnr(unmosaic(x, rows, cols), images).mean())
                 row[name + "_s"] = time.perf_counter() - start
                 row[name + "_seams"] = seam_ratio(x, cden, 0)
+                row[name + "_edge"] = edge_ratio(x, canvas_x, rows, cols)
+                picture.append(x)
+            picture.append(mosaic(alone, rows, cols) if op_1 is not None else torch.ones_like(canvas_x))
+            pictures.append(torch.cat(picture + [canvas_x], dim=-1))
             out.append(row)
             print(json.dumps(row), flush=True)
+        if args.pictures and (rows, cols) == args.mosaics[0]:
+            _save_pictures(pictures, args.pictures)
     return {"quality": out}
+
+
+def _save_pictures(rows: list[torch.Tensor], path: str, gap: int = 4) -> None:
+    """One PNG: a row per task (measurement, each canvas run, alone, clean, side by side), a white gap between rows,
+    each pixel 2×2."""
+    from pgdm.io import to_pil
+
+    width = max(r.shape[-1] for r in rows)
+    padded = [F.pad(r.clamp(-1, 1), (0, width - r.shape[-1], 0, gap), value=1.0) for r in rows]
+    grid = F.interpolate(torch.cat(padded, dim=-2), scale_factor=2, mode="nearest")
+    to_pil(grid)[0].save(path)
 
 
 # ---------------------------------------------------------------------------------------------- memory / time
@@ -219,46 +302,58 @@ def memory(args) -> dict:
     return {"memory": out}
 
 
+def _step_seconds(den, y: torch.Tensor, op, steps: int = 2) -> float:
+    """Seconds per ΠGDM step of a restore (the plan built outside the clock)."""
+    plan = plan_sampling(den, y, op, SamplerSettings("pigdm", steps=steps), seed=0)
+    start = time.perf_counter()
+    run_eager(den, plan)
+    return (time.perf_counter() - start) / steps
+
+
+def _fixed_grid_side(n: int) -> int:
+    """The canvas side whose fixed grid (tile 32, overlap 8, stride 24) has n tiles along it: 24n − 8 (32: one tile)."""
+    return 32 if n == 1 else 24 * n - 8
+
+
 def timing(args) -> dict:
+    """Seconds per step against canvas area, and tiles/s against images/s at the same network batch: every
+    measurement repeated ``--rounds`` times, the runs interleaved (one of each per round), min and median kept."""
     den = pgdm.load_model("default")
-    out = {"area": [], "throughput": []}
-    settings = SamplerSettings("pigdm", steps=2)
+    runs = {}  # label → (denoiser, y, op)
     for size in args.time_sizes:
-        cden = CanvasDenoiser(den, "tiles")
         op = parse("sr4", (1, size, size))
-        y = op(torch.rand(1, 1, size, size) * 2 - 1)
-        plan = plan_sampling(cden, y, op, settings, seed=0)
-        with torch.no_grad():
-            run_eager(cden, plan)  # warm-up
-            start = time.perf_counter()
-            run_eager(cden, plan)
-        per_step = (time.perf_counter() - start) / 2
-        tiles = cden.tiles_per_image(size, size)
-        out["area"].append({"canvas": size, "tiles": tiles, "s_per_step": per_step, "ms_per_tile": 1000 * per_step / tiles})
-        print(json.dumps(out["area"][-1]), flush=True)
-    rows = args.batch
-    for label, make in (
-        ("model-sized images", lambda: (pgdm.Restorer(den, steps=2).denoiser, parse("sr4", (1, 32, 32)), rows)),
-        ("tiles of one canvas", lambda: (CanvasDenoiser(den, "tiles", overlap=8, shift=False, max_rows=rows), None, 1)),
-    ):
-        d, op, batch = make()
-        if op is None:  # a canvas whose fixed grid has exactly `rows` tiles: 4 × rows/4 tiles of stride 24 plus margins
-            gw = rows // 4
-            size_h, size_w = 24 * 4 + 8 - 16, 24 * gw + 8 - 16
-            op = parse("sr4", (1, size_h, size_w))
-            assert d.tiles_per_image(size_h, size_w) == rows, d.grids(size_h, size_w)
-            y = op(torch.rand(1, 1, size_h, size_w) * 2 - 1)
-        else:
-            y = op(torch.rand(batch, 1, 32, 32) * 2 - 1)
-        plan = plan_sampling(d, y, op, settings, seed=0)
-        with torch.no_grad():
-            run_eager(d, plan)
-            start = time.perf_counter()
-            run_eager(d, plan)
-        per_step = (time.perf_counter() - start) / 2
-        row = {"run": label, "network_rows": rows, "rows_per_s": rows / per_step}
+        runs[f"canvas {size}"] = (CanvasDenoiser(den, "tiles"), op(torch.rand(1, 1, size, size) * 2 - 1), op)
+    for rows in args.batches:
+        op = parse("sr4", (1, 32, 32))
+        runs[f"images ×{rows}"] = (den, op(torch.rand(rows, 1, 32, 32) * 2 - 1), op)
+        gh = 1 if rows < 4 else 2 if rows < 16 else 4  # a canvas whose fixed grid has exactly `rows` tiles
+        hc, wc = _fixed_grid_side(gh), _fixed_grid_side(rows // gh)
+        cden = CanvasDenoiser(den, "tiles", overlap=8, shift=False, max_rows=rows)
+        assert cden.tiles_per_image(hc, wc) == rows, cden.grids(hc, wc)
+        op = parse("sr4", (1, hc, wc))
+        runs[f"tiles ×{rows}"] = (cden, op(torch.rand(1, 1, hc, wc) * 2 - 1), op)
+    for d, y, op in runs.values():  # warm-up (a large canvas's first step is warm after its first tiles)
+        if y.shape[-1] <= 64:
+            _step_seconds(d, y, op, steps=1)
+    seconds = {label: [] for label in runs}
+    for r in range(args.rounds):
+        for label, (d, y, op) in runs.items():
+            seconds[label].append(_step_seconds(d, y, op))
+            print(json.dumps({"round": r, "run": label, "s_per_step": seconds[label][-1]}), flush=True)
+    stat = lambda v: {"min": min(v), "median": statistics.median(v)}  # noqa: E731
+    out = {"area": [], "throughput": []}
+    for size in args.time_sizes:
+        d = runs[f"canvas {size}"][0]
+        out["area"].append({"canvas": size, "tiles": d.tiles_per_image(size, size), "s_per_step": stat(seconds[f"canvas {size}"])})
+    big = [a for a in out["area"] if a["tiles"] > 64]  # checkpointed chunks from 65 tiles on: one more forward per tile
+    if len(big) >= 2:  # seconds ∝ area^slope: 1 is linear
+        out["log_log_slope"] = float(np.polyfit(np.log([a["canvas"] ** 2 for a in big]), np.log([a["s_per_step"]["min"] for a in big]), 1)[0])
+    for rows in args.batches:
+        img, til = stat(seconds[f"images ×{rows}"]), stat(seconds[f"tiles ×{rows}"])
+        row = {"batch": rows, "images_per_s": {"best": rows / img["min"], "median": rows / img["median"]},
+               "tiles_per_s": {"best": rows / til["min"], "median": rows / til["median"]}}
         out["throughput"].append(row)
-        print(json.dumps(row), flush=True)
+    print(json.dumps(out), flush=True)
     return out
 
 
@@ -275,12 +370,14 @@ def main() -> None:
     p.add_argument("--mosaics", type=lambda s: tuple(int(v) for v in s.split("x")), nargs="+", default=[(2, 3), (3, 5)])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS), help="quality: canvas runs")
+    p.add_argument("--pictures", help="quality: write the first mosaic's restores here as one PNG")
     p.add_argument("--tasks", nargs="+", help="quality: task labels to run (prefixes: SR, centre, JPEG, uniform); default all")
     p.add_argument("--memory-sizes", type=int, nargs="+", default=[256, 2048])
     p.add_argument("--memory-steps", type=int, default=2)
     p.add_argument("--max-rows", type=int, default=64, help="memory: tiles per network call")
     p.add_argument("--time-sizes", type=int, nargs="+", default=[64, 128, 256, 512, 1024])
-    p.add_argument("--batch", type=int, default=16, help="time: network rows per call")
+    p.add_argument("--batches", type=int, nargs="+", default=[4, 16, 32], help="time: network rows per call (the engine's batch sizes)")
+    p.add_argument("--rounds", type=int, default=3, help="time: interleaved repetitions")
     p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")))
     p.add_argument("--json", help="write the results here")
     args = p.parse_args()
