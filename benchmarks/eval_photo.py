@@ -12,10 +12,10 @@ difference, [0, 1] scale) of the sample and of the mean:
 - SR×2 (anti-aliased bicubic kernel): Pillow's bicubic upscaling of the 8-bit measurement;
 - inpainting of a 30 % random pixel mask: scikit-image's ``inpaint_biharmonic`` (OpenCV is not installed here).
 
-    OMP_NUM_THREADS=1 python benchmarks/eval_photo.py --steps 20 --samples 2 --out benchmarks/results/photo_full
+    OMP_NUM_THREADS=1 python benchmarks/eval_photo.py --steps 10 --samples 2 --overlap 4 --out benchmarks/results/photo_full
 
 Results are written to ``--out``/results.json after every task and photo, so a stopped run keeps what it finished.
-``--grid`` writes one row per task and photo: the measurement as it looks, the baseline, one ΠGDM sample, the
+``--grid`` writes one row per photo and task: the measurement as it looks, the baseline, one ΠGDM sample, the
 mean of K, the clean photo.
 """
 from __future__ import annotations
@@ -129,10 +129,11 @@ def evaluate(
     restorer: pgdm.Restorer, photos: dict[str, torch.Tensor], tasks: list[tuple], samples: int, seed: int, out: Path | None = None,
     settings: dict | None = None, log_every: int = 5,
 ) -> tuple[list[dict], list[list[torch.Tensor]], list[str]]:
-    """(one dict per task and photo, grid rows, row labels); ``out``/results.json ({"settings", "tasks"}) after each."""
+    """(one dict per photo and task, grid rows, row labels); ``out``/results.json ({"settings", "tasks"}) after each.
+    Photo by photo, the smallest first: a stopped run has every task of the photos it finished."""
     rows, grid, labels = [], [], []
-    for label, spec, sigma_y, base_name in tasks:
-        for name, x in photos.items():
+    for name, x in sorted(photos.items(), key=lambda item: item[1].numel()):
+        for label, spec, sigma_y, base_name in tasks:
             start = time.perf_counter()
             op, y, draws, mean = evaluate_one(restorer, spec, sigma_y, x, samples, seed, log_every)
             seconds = time.perf_counter() - start
@@ -166,7 +167,7 @@ def evaluate(
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="photo", help="model name or checkpoint (default: %(default)s)")
-    p.add_argument("--steps", type=int, default=20, help="ΠGDM steps (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=10, help="ΠGDM steps (default: %(default)s)")
     p.add_argument("--samples", type=int, default=2, help="posterior samples averaged for the mean (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of masks, noise and sampling (default: %(default)s)")
     p.add_argument("--downscale", type=float, default=1.0, help="downscale the photos by this factor first (default: full size)")
@@ -176,7 +177,7 @@ def main() -> None:
     p.add_argument("--max-rows", type=int, default=64, help="tiles per network call; more tiles than this are checkpointed (default: %(default)s)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--out", type=Path, help="folder for results.json")
-    p.add_argument("--grid", type=Path, help="write a grid PNG: one row per task and photo")
+    p.add_argument("--grid", type=Path, help="write a grid PNG: one row per photo and task")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
