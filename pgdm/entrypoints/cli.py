@@ -29,7 +29,7 @@ from .serve.cli import add_parser as add_serve_parser
 DEMO_IMAGES = pgdm.data.DEMO_DIR
 # The photos held out of the photo model's training: 32×32 crops at their own scale, and the whole photos
 # (chelsea 300×451, flower 427×640) downscaled by Pillow's antialiased bicubic to 96×144, what `pgdm demo --photos`
-# restores (a minute on two CPU cores; benchmarks/eval_photo.py restores them at full size).
+# restores (245 s of one CPU core at 20 steps; benchmarks/eval_photo.py restores them at full size).
 PHOTO_DEMO_IMAGES = Path(pgdm.__file__).parent / "assets" / "photo_demo"
 PHOTO_DEMO_WHOLE = tuple(PHOTO_DEMO_IMAGES / f"{name}.png" for name in pgdm.data.PHOTO_HELD_OUT)
 
