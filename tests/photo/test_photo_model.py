@@ -77,3 +77,40 @@ def test_cli_restores_a_colour_png_without_flags(tmp_path):
     out = Image.open(tmp_path / "out" / "flower.png")
     assert out.mode == "RGB" and out.size == (32, 32)
     assert np.asarray(out).std(axis=2).mean() > 1  # colour, not gray repeated
+
+
+def test_demo_photos_restores_the_whole_photos_with_a_labelled_grid(tmp_path, monkeypatch):
+    """``pgdm demo --photos`` on the held-out photos, whole: here 48×72 copies of the bundled 96×144 ones and one
+    step (the demo itself runs 20); every task restores each photo at its own size, and grid.png holds one row
+    per task and photo under a left column of row labels."""
+    import pgdm.entrypoints.cli as cli
+
+    assert [Image.open(p).size for p in cli.PHOTO_DEMO_WHOLE] == [(144, 96)] * len(PHOTO_HELD_OUT)
+    small = []
+    for path in cli.PHOTO_DEMO_WHOLE:
+        small.append(tmp_path / path.name)
+        Image.open(path).resize((72, 48), Image.Resampling.BICUBIC).save(small[-1])
+    monkeypatch.setattr(cli, "PHOTO_DEMO_WHOLE", tuple(small))
+    assert main(["demo", "--photos", "-o", str(tmp_path / "demo"), "--steps", "1", "--quiet"]) == 0
+    for task, _, _ in cli.PHOTO_DEMO_TASKS:
+        for path in small:
+            out = Image.open(tmp_path / "demo" / task / path.name)
+            assert out.mode == "RGB" and out.size == (72, 48)
+        assert len(json.loads((tmp_path / "demo" / task / "metrics.json").read_text())) == len(small)
+    grid = Image.open(tmp_path / "demo" / "grid.png")
+    rows = len(cli.PHOTO_DEMO_TASKS) * len(small)
+    panel = 96  # 48-pixel panels upsampled ×2 to the grid's 96-pixel minimum
+    assert grid.size[1] == 18 + rows * (panel + 4) + 4
+    assert grid.size[0] > 4 * (2 * 72 + 4) + 4  # four panels and the row labels' column
+
+
+def test_grid_row_labels_need_one_per_row(tmp_path):
+    from pgdm.grids import write_grid
+
+    panels = [[torch.zeros(3, 8, 8)] * 2] * 3
+    plain = Image.open(write_grid(panels, ["a", "b"], tmp_path / "plain.png"))
+    labelled = Image.open(write_grid(panels, ["a", "b"], tmp_path / "labelled.png", row_labels=["x", "y", "long row label"]))
+    assert labelled.size[1] == plain.size[1] and labelled.size[0] > plain.size[0]
+    assert np.asarray(labelled)[:, : labelled.size[0] - plain.size[0]].min() < 255  # the labels are drawn
+    with pytest.raises(ValueError, match="3 rows, 2 labels"):
+        write_grid(panels, ["a", "b"], tmp_path / "bad.png", row_labels=["x", "y"])
