@@ -265,8 +265,8 @@ class OnnxStepRestorer(RestoreInterface):
     """``restore`` (:meth:`pgdm.sampler.RestoreInterface.restore`, as ``pgdm.Restorer``) with the exported step run in
     ONNX Runtime (CPU or any provider).
 
-    The graph fixes the method, batch size, operator and clip_denoised; ``denoiser`` (the exported model) gives
-    the noise schedule the plan is made with, and ``steps``, ``eta``, ``start_step``, ``options`` the sampler's
+    The graph fixes the method, batch size, image size, operator and clip_denoised; ``denoiser`` (the exported
+    model: the ``CanvasDenoiser`` for a canvas graph) gives the noise schedule the plan is made with, and ``steps``, ``eta``, ``start_step``, ``options`` the sampler's
     settings as for ``pgdm.Restorer``. The host loop feeds each step's coefficients and the counter-based noise
     (the same draws as ``pgdm.Restorer``). A plan must fit the graph: its batch size, operator, noise (a noisy
     graph also runs noiseless plans: σ_y = 0 rows take the noiseless guidance), labels and clip_denoised.
