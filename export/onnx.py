@@ -13,8 +13,12 @@ the input a TensorRT engine is built from:
     outputs  x_next (B, C, H, W) float32, x0 (B, C, H, W) float32 (x̂ after clipping when ``clip_denoised``)
 
 The operator's matrices/masks are constants of the graph; shapes are static (export once per batch
-size, as TensorRT engines are built). The file's metadata records what the graph was built for
-(method, batch, noisy, class-conditional, clip_denoised, an operator fingerprint). :class:`OnnxStepRestorer`
+size and image size, as TensorRT engines are built). A :class:`pgdm.canvas.CanvasDenoiser` exports the step for
+one canvas size (``canvas=(H, W)``, any H, W): its tile gathering, network rows and window blend are in the graph,
+and so is the per-step grid shift, computed from ``t`` by the same counter-based hash as in PyTorch (its
+``seed`` a constant), so the graph needs no input beyond a fixed-size model's. The file's metadata records what
+the graph was built for (method, batch, image shape, canvas settings, noisy, class-conditional, clip_denoised,
+an operator fingerprint). :class:`OnnxStepRestorer`
 is a restorer like ``pgdm.Restorer`` (the same ``restore``: plan, then loop) whose loop runs the graph in ONNX
 Runtime, refusing plans the graph does not fit and drawing the noise with :func:`pgdm.rng.gaussian_no_sync`, so
 its samples are those of ``pgdm.Restorer`` up to float32 reordering.
@@ -33,6 +37,7 @@ from torch.fx.experimental.proxy_tensor import make_fx
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from pgdm import schedules
+from pgdm.canvas import CanvasDenoiser
 from pgdm.denoiser import Denoiser
 from pgdm.methods import get_method
 from pgdm.operators import Operator
@@ -129,11 +134,29 @@ class _Step(nn.Module):
         return self.method_step(self.denoiser, x, coef, y, y_pinv, self.op, noise, sigma_y2=sigma_y2, class_labels=labels, clip_denoised=self.clip_denoised)
 
 
-def _example_inputs(denoiser: Denoiser, op: Operator, batch: int, noisy: bool, seed: int, settings: SamplerSettings) -> list[torch.Tensor]:
-    """Step inputs for tracing (seed 0) and for checking the traced graph on other values (other seeds)."""
-    c, s, T = denoiser.channels, denoiser.image_size, denoiser.num_timesteps
+def _image_shape(denoiser: Denoiser, canvas: tuple[int, int] | None) -> tuple[int, int, int]:
+    """(C, H, W) of the graph's images: the model's size, or ``canvas`` for a :class:`CanvasDenoiser`."""
+    if canvas is None:
+        if isinstance(denoiser, CanvasDenoiser):
+            raise ValueError("export_step of a CanvasDenoiser needs canvas=(H, W): the ONNX graph has static shapes")
+        if denoiser.image_size is None:
+            raise ValueError("export_step needs a model with a fixed image_size (the ONNX graph has static shapes)")
+        return denoiser.channels, denoiser.image_size, denoiser.image_size
+    if len(canvas) != 2 or not all(isinstance(v, int) and v >= 1 for v in canvas):
+        raise ValueError(f"canvas must be (H, W), two integers ≥ 1, got {canvas!r}")
+    if not isinstance(denoiser, CanvasDenoiser) and tuple(canvas) != (denoiser.image_size,) * 2:
+        raise ValueError(f"canvas={tuple(canvas)} needs a CanvasDenoiser (pgdm.canvas) around the model; this one takes {denoiser.image_size}×{denoiser.image_size} only")
+    return denoiser.channels, int(canvas[0]), int(canvas[1])
+
+
+def _example_inputs(
+    denoiser: Denoiser, op: Operator, shape: tuple[int, int, int], batch: int, noisy: bool, seed: int, settings: SamplerSettings
+) -> list[torch.Tensor]:
+    """Step inputs for tracing (seed 0) and for checking the traced graph on other values (other seeds), for
+    images of ``shape`` (C, H, W)."""
+    T = denoiser.num_timesteps
     gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch, c, s, s, generator=gen)
+    x = torch.randn(batch, *shape, generator=gen)
     y = op(x.clamp(-1, 1))
     t = (T // 2 + seed * 97) % (T - 1)
     table = settings.spec.coefficients(denoiser.alphas_cumprod, torch.tensor([t, t // 2]), **settings.method_options(op))
@@ -152,6 +175,7 @@ def export_step(
     path: str | os.PathLike,
     batch_size: int,
     *,
+    canvas: tuple[int, int] | None = None,
     noisy: bool = False,
     clip_denoised: bool = True,
     method: str = "pigdm",
@@ -160,8 +184,11 @@ def export_step(
     """Write a method's step (ΠGDM by default) for ``op`` on float32 (batch_size, C, H, W) images to ``path`` (ONNX);
     returns the path. ``method``/``options``: as for ``pgdm.Restorer``.
 
-    ``denoiser``: a model with a fixed ``image_size``, any device/dtype (a float32 CPU copy is traced).
-    ``op``: an operator with batch-independent parameters (an inpainting mask of batch 1, SR, JPEG, …);
+    ``denoiser``: a model with a fixed ``image_size``, or a :class:`pgdm.canvas.CanvasDenoiser` around one with
+    ``canvas``, any device/dtype (a float32 CPU copy is traced).
+    ``op``: an operator with batch-independent parameters (an inpainting mask of batch 1, SR, JPEG, …), built for
+    the graph's images (``pgdm.ops.parse(spec, (C, H, W))``);
+    ``canvas``: (H, W) of the images the graph takes, for a ``CanvasDenoiser`` (default: the model's size);
     ``noisy``: the graph takes per-image sigma_y2 (the noisy guidance, linear operators only);
     ``clip_denoised``: as for ``Restorer``. The traced graph is checked against the eager step on two
     other input sets (other t, images, noise, σ_y, labels) before it is written, and the written file
@@ -169,8 +196,7 @@ def export_step(
     changes the arithmetic is an error, not a wrong file. Raises ValueError (one line) for what cannot
     be exported.
     """
-    if denoiser.image_size is None:
-        raise ValueError("export_step needs a model with a fixed image_size (the ONNX graph has static shapes)")
+    shape = _image_shape(denoiser, canvas)
     if batch_size < 1:
         raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
     if noisy and not op.linear:
@@ -188,23 +214,26 @@ def export_step(
     step = _Step(den, op, noisy, clip_denoised, settings.method)
     try:
         with sdpa_kernel(SDPBackend.MATH):  # attention as matmul + softmax, which ONNX has
-            graph = make_fx(step, decomposition_table=step_decompositions(), tracing_mode="real")(*_example_inputs(den, op, batch_size, noisy, 0, settings))
+            graph = make_fx(step, decomposition_table=step_decompositions(), tracing_mode="real")(*_example_inputs(den, op, shape, batch_size, noisy, 0, settings))
         for seed in (1, 2):
-            check = _example_inputs(den, op, batch_size, noisy, seed, settings)
+            check = _example_inputs(den, op, shape, batch_size, noisy, seed, settings)
             for got, want in zip(graph(*check), step(*check)):
                 if float((got - want).norm()) > 1e-4 * float(want.norm()) + 1e-6:
                     raise UnsupportedStep("the traced step depends on input values (a Python branch or .item() in the model or operator)")
-        example = _example_inputs(den, op, batch_size, noisy, 0, settings)
+        example = _example_inputs(den, op, shape, batch_size, noisy, 0, settings)
         program = torch.onnx.export(
             _Graph(graph).eval(), tuple(example), dynamo=True, verbose=False,
             input_names=input_names(noisy, den.class_cond, settings.method), output_names=list(OUTPUTS),
         )  # fmt: skip
     except (UnsupportedStep, torch.onnx.errors.OnnxExporterError) as e:
         raise ValueError(f"cannot export the {settings.method} step for {type(op).__name__} to ONNX: {_reason(e)}") from e
-    meta = dict(method=settings.method, batch=batch_size, noisy=noisy, class_cond=den.class_cond, clip_denoised=clip_denoised, operator=op.fingerprint())
+    meta = dict(method=settings.method, batch=batch_size, image="×".join(map(str, shape)), noisy=noisy, class_cond=den.class_cond,
+                clip_denoised=clip_denoised, operator=op.fingerprint())  # fmt: skip
+    if isinstance(den, CanvasDenoiser):
+        meta["canvas"] = f"{den.strategy_for(*shape[1:])}: {den.extra_repr()}, seed={den.seed}"
     program.model.metadata_props.update({f"pgdm.{k}": str(v) for k, v in meta.items()})
     program.save(os.fspath(path))
-    _check_in_onnx_runtime(os.fspath(path), step, _example_inputs(den, op, batch_size, noisy, 1, settings))
+    _check_in_onnx_runtime(os.fspath(path), step, _example_inputs(den, op, shape, batch_size, noisy, 1, settings))
     return os.fspath(path)
 
 
@@ -245,8 +274,8 @@ class OnnxStepRestorer(RestoreInterface):
     """``restore`` (:meth:`pgdm.sampler.RestoreInterface.restore`, as ``pgdm.Restorer``) with the exported step run in
     ONNX Runtime (CPU or any provider).
 
-    The graph fixes the method, batch size, operator and clip_denoised; ``denoiser`` (the exported model) gives
-    the noise schedule the plan is made with, and ``steps``, ``eta``, ``start_step``, ``options`` the sampler's
+    The graph fixes the method, batch size, image size, operator and clip_denoised; ``denoiser`` (the exported
+    model: the ``CanvasDenoiser`` for a canvas graph) gives the noise schedule the plan is made with, and ``steps``, ``eta``, ``start_step``, ``options`` the sampler's
     settings as for ``pgdm.Restorer``. The host loop feeds each step's coefficients and the counter-based noise
     (the same draws as ``pgdm.Restorer``). A plan must fit the graph: its batch size, operator, noise (a noisy
     graph also runs noiseless plans: σ_y = 0 rows take the noiseless guidance), labels and clip_denoised.
@@ -297,6 +326,9 @@ class OnnxStepRestorer(RestoreInterface):
             raise ValueError(f"this graph runs method {self.method!r}, the plan is for {plan.method!r}")
         if rows != self.batch:
             raise ValueError(f"this graph was exported for batch {self.batch}, the plan has {rows} rows")
+        image = self.meta.get("pgdm.image")
+        if image and "×".join(map(str, plan.x_init.shape[1:])) != image:
+            raise ValueError(f"this graph was exported for {image} images, the plan's are {'×'.join(map(str, plan.x_init.shape[1:]))}")
         if plan.sigma_y2 is not None and "sigma_y2" not in self.names:
             raise ValueError("the plan has measurement noise but this graph was exported without noisy=True")
         if (plan.class_labels is not None) != ("class_labels" in self.names):

@@ -1,5 +1,5 @@
-"""``torchrun -m pgdm restore`` on the CPU (gloo): the same outputs as one process, uneven shards, a killed rank
-then the same command, torchrun's restarts, two "nodes" on one machine.
+"""``torchrun -m pgdm restore`` on the CPU (gloo): the same outputs as one process, uneven shards, images of mixed
+sizes, a killed rank then the same command, torchrun's restarts, two "nodes" on one machine.
 
 Each test launches real torchrun agents in a bare environment, one thread per process. Waits poll the output
 folder a bounded number of times; the bound (30 min) is a hang guard, not a time limit.
@@ -14,8 +14,10 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from cli_helpers import run
+from PIL import Image
 
 TORCHRUN = str(Path(sys.executable).parent / "torchrun")
 POLLS, POLL_S = 36000, 0.05
@@ -92,6 +94,41 @@ def test_fewer_images_than_ranks(ten, model, reference, tmp_path):
     single = tmp_path / "single"
     run(*_restore([ten / "img7.png"], single, model))
     assert (tmp_path / "img7.png").read_bytes() == (single / "img7.png").read_bytes()
+
+
+MIXED = {"square": (32, 32), "tall": (40, 24), "wide": (64, 96), "tall2": (40, 24)}  # name → (H, W); tiles of 16
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory):
+    """Four grayscale PNGs of three sizes, none the model's 16×16."""
+    folder = tmp_path_factory.mktemp("mixed")
+    for i, (name, (h, w)) in enumerate(MIXED.items()):
+        yy, xx = np.mgrid[:h, :w]
+        Image.fromarray((127 + 100 * np.sin((xx + 3 * i) / 5.0) * np.cos(yy / 7.0)).astype(np.uint8), mode="L").save(folder / f"{name}.png")
+    return folder
+
+
+def test_two_ranks_restore_images_of_mixed_sizes_each_at_its_own_size(mixed, model, tmp_path):
+    """Batches claimed by two ranks mix sizes: each image is restored at its own size (a canvas of 16×16 tiles),
+    as one process restores it."""
+    proc = _torchrun(_restore([mixed], tmp_path / "ranks", model), "--nproc-per-node", 2)
+    stdout, stderr = proc.communicate()
+    assert proc.returncode == 0, stderr[-3000:]
+    assert f"restored {len(MIXED)} image(s), skipped 0 already done, 0 failed" in stdout
+    ranks = [int(line.split(": restored ")[1].split()[0]) for line in stdout.splitlines() if line.startswith("rank ")]
+    assert len(ranks) == 2 and sum(ranks) == len(MIXED)
+    run(*_restore([mixed], tmp_path / "one", model))
+    metrics = json.loads((tmp_path / "ranks" / "metrics.json").read_text())
+    expected = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    assert set(metrics) == set(MIXED)
+    for name, (h, w) in MIXED.items():
+        got, want = (np.asarray(Image.open(tmp_path / run_ / f"{name}.png")) for run_ in ("ranks", "one"))
+        assert got.shape == (h, w), name
+        # a rank may batch an image with another of its size or not: the network's batch-size rounding, ≤ 1 level
+        assert np.abs(got.astype(int) - want.astype(int)).max() <= 1, name
+        assert metrics[name]["seed"] == expected[name]["seed"]
+        assert metrics[name]["psnr"] == pytest.approx(expected[name]["psnr"], abs=0.05)
 
 
 def _workers(agent: subprocess.Popen) -> dict[int, int]:

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from engine_helpers import float64_copy, tiny_denoiser
+from pgdm.canvas import CanvasDenoiser
 from pgdm.export import OnnxStepRestorer, export_step
 from pgdm.export.onnx import UnsupportedStep, _avg_pool_grad, _conv_input_grad, _nearest_upsample_grad, input_names
 from pgdm.ops import Inpaint, parse
@@ -152,3 +153,40 @@ def test_the_export_command_writes_the_step_of_the_method_it_names(tmp_path, cap
     assert torch.equal(runner.restore(y, op, seed=[1, 2]), end_on_measurement(plan, runner.run_plan(plan)).clamp(-1, 1))  # the shared plan → loop
     with pytest.raises(ValueError, match="runs method 'ddnm'"):
         runner.run_plan(Restorer(den, steps=STEPS).plan(y, op))
+
+
+@pytest.mark.slow
+def test_the_tiled_step_of_a_non_square_canvas_restores_as_the_eager_canvas(tmp_path):
+    """A CanvasDenoiser's step at 20×28 (3×4 shifted tiles of 16, overlap 4; 24 network rows for a batch of 2): the
+    grid shift is hashed from t inside the graph, so ONNX Runtime's restore is the eager canvas restore up to
+    float32 rounding. One network call per step: exporting takes about 2 min on a busy 2-core CPU."""
+    canvas = CanvasDenoiser(tiny_denoiser(), "tiles", overlap=4, seed=3)
+    op = parse("sr2", (1, 20, 28))
+    path = export_step(canvas, op, tmp_path / "canvas.onnx", 2, canvas=(20, 28))
+    runner = OnnxStepRestorer(path, canvas, steps=STEPS)
+    assert runner.meta["pgdm.image"] == "1×20×28" and "tiles" in runner.meta["pgdm.canvas"]
+    y = op(torch.rand(2, 1, 20, 28, generator=torch.Generator().manual_seed(4)) * 2 - 1)
+    plan = plan_sampling(canvas, y, op, SamplerSettings(steps=STEPS), seed=[1, 2])
+    canvas64 = float64_copy(canvas)
+    ref64 = run_eager(canvas64, plan_sampling(canvas64, y.double(), op, SamplerSettings(steps=STEPS), dtype=torch.float64, seed=[1, 2]))
+    rel = lambda x: float((x.double() - ref64).norm() / ref64.norm())  # noqa: E731
+    assert rel(runner.run_plan(plan)) <= 4 * rel(run_eager(canvas, plan)) + 1e-6
+    for i in (0, STEPS - 1):  # two steps, two grid offsets: x̂ as the eager step gives it
+        x = plan.x_init if i == 0 else torch.randn(plan.x_init.shape, generator=torch.Generator().manual_seed(i))
+        x0 = torch.from_numpy(runner.session.run(["x0"], runner.step_feed(plan, x, i))[0])
+        coef, noise = step_inputs(plan, i, torch.float32)
+        _, want = pigdm_step(canvas, x, coef, plan.y, plan.y_pinv, op, noise)
+        assert float((x0 - want).norm() / want.norm()) < 1e-4, i
+    with pytest.raises(ValueError, match="exported for 1×20×28 images, the plan's are 1×28×20"):
+        other = parse("sr2", (1, 28, 20))
+        runner.run_plan(plan_sampling(canvas, other(torch.zeros(2, 1, 28, 20)), other, SamplerSettings(steps=STEPS)))
+
+
+def test_a_canvas_export_needs_a_canvas_denoiser_and_a_size():
+    den, op = tiny_denoiser(), parse("sr2", (1, 24, 40))
+    with pytest.raises(ValueError, match=r"canvas=\(24, 40\) needs a CanvasDenoiser"):
+        export_step(den, op, "unused.onnx", 1, canvas=(24, 40))
+    with pytest.raises(ValueError, match=r"CanvasDenoiser needs canvas=\(H, W\)"):
+        export_step(CanvasDenoiser(den), op, "unused.onnx", 1)
+    with pytest.raises(ValueError, match="two integers"):
+        export_step(CanvasDenoiser(den), op, "unused.onnx", 1, canvas=(24, 0))

@@ -101,6 +101,42 @@ def test_concurrent_clients_batched_none_lost(degraded, start_server):
     assert len({r[0].content for r in answers.values()}) == 32  # every seed its own sample
 
 
+def test_concurrent_uploads_of_any_size_batch_as_canvases(start_server, tmp_path):
+    """Eight clients upload SR×2 measurements at once, six 12×20 and two 20×12: each is restored at twice its size
+    (a 24×40 or 40×24 canvas of 20 shifted 16×16 tiles), the canvases of one size run as one batch (their tiles rows
+    of the same network calls), and each answer is the upload restored alone up to the network's batch-size
+    rounding (one 8-bit level)."""
+    server = start_server(max_batch=8, max_wait_ms=2000)
+    shapes = [(12, 20)] * 6 + [(20, 12)] * 2  # (H, W) of the uploads
+    for seed, (h, w) in enumerate(shapes):
+        yy, xx = np.mgrid[:h, :w]
+        Image.fromarray((127 + 100 * np.sin((xx + seed) / 3.0) * np.cos(yy / 4.0)).astype(np.uint8), mode="L").save(tmp_path / f"up{seed}.png")
+    answers: dict[int, httpx.Response] = {}
+    start = threading.Barrier(len(shapes))
+
+    def client(seed):
+        start.wait()
+        answers[seed] = post(server.url, "sr2", tmp_path / f"up{seed}.png", seed=seed)
+
+    threads = [threading.Thread(target=client, args=(seed,)) for seed in range(len(shapes))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(answers[seed].status_code == 200 for seed in range(len(shapes))), {s: r.text[:200] for s, r in answers.items()}
+    text = httpx.get(f"{server.url}/metrics").text
+    batches = metric(text, "pgdm_batch_size_count")
+    assert metric(text, "pgdm_batch_size_sum") == len(shapes) and batches < len(shapes), text  # rows = canvases
+    assert metric(text, "pgdm_batch_size_bucket", le="4.0") < batches, "a batch of more than 4 canvases: the six 24×40 ones"
+    for seed in (0, 5, 6):
+        h, w = shapes[seed]
+        got = pixels(answers[seed].content)
+        assert got.shape == (2 * h, 2 * w)
+        alone = pixels(post(server.url, "sr2", tmp_path / f"up{seed}.png", seed=seed).content)  # a batch of 1
+        assert np.abs(got.astype(int) - alone.astype(int)).max() <= 1, seed
+    assert len({r.content for r in answers.values()}) == len(shapes)
+
+
 def test_bad_requests_answer_one_line_4xx(degraded, start_server, tmp_path):
     server = start_server(max_body_bytes=200_000, max_pixels=64 * 64, max_steps=50)
     url, png = server.url, inputs(degraded["sr2"])[0]
