@@ -4,7 +4,7 @@ On a CPU, ONNX Runtime runs the exported step without PyTorch's per-operator dis
 step of the default model), which is most of the time at small batch sizes. Exporting
 (:func:`pgdm.export.export_step`, checked against the eager step before it is written) takes about as long as a
 cold ``torch.compile``, so the file is kept under ``cache_dir()/onnx/`` named by a hash of everything the graph
-bakes in — the model's weights, the operator's content (inpainting masks included), the batch size, the method
+bakes in — the model's weights (and canvas settings), the operator's content (inpainting masks included), the batch size, the method
 and its options, noise, labels, clamping, the torch version and the source of the code that writes the graph
 (:func:`graph_code_digest`) — and the next process loads it in a second.
 Operators known only by identity are exported to a folder of this process.
@@ -66,8 +66,8 @@ class OnnxSteps:
             if not path.exists():
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_suffix(f".{id(self)}.tmp")  # written whole, then renamed: a reader never sees half a file
-                export_step(self.denoiser, plan.op, tmp, plan.rows, noisy=noisy, clip_denoised=plan.clip_denoised,
-                            method=self.settings.method, options=dict(self.settings.options))  # fmt: skip
+                export_step(self.denoiser, plan.op, tmp, plan.rows, canvas=tuple(plan.x_init.shape[-2:]), noisy=noisy,
+                            clip_denoised=plan.clip_denoised, method=self.settings.method, options=dict(self.settings.options))  # fmt: skip
                 tmp.replace(path)
             s = self.settings
             self.runners[name] = OnnxStepRestorer(path, self.denoiser, s.steps, None, s.start_step, options=dict(s.options), threads=self.threads)
@@ -79,7 +79,7 @@ class OnnxSteps:
         if self._fingerprint is None:
             self._fingerprint = model_fingerprint(self.denoiser)
         parts = [
-            self._fingerprint, plan.op.fingerprint() or f"id{id(plan.op)}", str(tuple(plan.x_init.shape)), plan.method,
+            self._fingerprint, self.denoiser.extra_repr(), str(getattr(self.denoiser, "seed", "")), plan.op.fingerprint() or f"id{id(plan.op)}", str(tuple(plan.x_init.shape)), plan.method,
             repr(sorted(dict(self.settings.options).items())), f"noisy={noisy}", f"labels={plan.class_labels is not None}",
             f"clip={plan.clip_denoised}", torch.__version__, graph_code_digest(),
         ]  # fmt: skip
