@@ -37,16 +37,24 @@ class FashionClassifier(nn.Module):
             nn.Linear(16 * w, self.feature_dim), nn.ReLU(),
         )  # fmt: skip
         self.head = nn.Linear(self.feature_dim, len(FASHION_CLASSES))
+        # divides the features so that their RMS over training images is 1, the scale KID's kernel (u·v/D + 1)³ expects
+        self.register_buffer("feature_scale", torch.ones(()))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, 1, 32, 32) in [-1, 1] → (B, 64) penultimate features."""
+        """x: (B, 1, 32, 32) in [-1, 1] → (B, 64) penultimate features, RMS about 1 on Fashion-MNIST images."""
         if x.dim() != 4 or tuple(x.shape[1:]) != (1, 32, 32):
             raise ValueError(f"the Fashion-MNIST classifier takes (B, 1, 32, 32) images, got {tuple(x.shape)}")
-        return self.body(x.clamp(-1, 1))
+        return self.body(x.clamp(-1, 1)) / self.feature_scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, 1, 32, 32) in [-1, 1] → (B, 10) logits."""
-        return self.head(self.features(x))
+        return self.head(self.features(x) * self.feature_scale)
+
+    @torch.no_grad()
+    def set_feature_scale_(self, x: torch.Tensor) -> None:
+        """Set ``feature_scale`` to the RMS of the unscaled features of x: (N, 1, 32, 32) in [-1, 1]."""
+        self.feature_scale.fill_(1.0)
+        self.feature_scale.fill_(float(torch.cat([self.features(x[i : i + 1000]) for i in range(0, x.shape[0], 1000)]).square().mean().sqrt()))
 
 
 def load_classifier(path: str | Path = CLASSIFIER_PATH) -> FashionClassifier:
