@@ -14,7 +14,7 @@ def test_the_asset_is_small_and_records_its_test_accuracy():
     info = classifier_info()
     net = load_classifier()
     assert sum(p.numel() for p in net.parameters()) == info["parameters"] < 100_000
-    assert info["test_images"] == 10_000 and 0.85 < info["test_accuracy"] <= 1.0
+    assert info["test_images"] == 10_000 and 0.8 < info["test_accuracy"] <= 1.0
     assert "train split" in info["training"]["dataset"] and CLASSIFIER_PATH.stat().st_size < 200_000
     with pytest.raises(ValueError, match=r"takes \(B, 1, 32, 32\) images, got \(2, 3, 32, 32\)"):
         net(torch.zeros(2, 3, 32, 32))
@@ -36,10 +36,12 @@ def test_train_classifier_writes_weights_and_a_record_that_load(tmp_path):
     from pgdm.entrypoints.train import train_classifier
 
     dst = tmp_path / "c.safetensors"
-    record = train_classifier(dst, epochs=1, batch_size=64, limit=512, progress=False)
+    record = train_classifier(dst, epochs=1, batch_size=64, limit=2048, progress=False)
     assert json.loads(dst.with_suffix(".json").read_text()) == record
-    assert record["test_images"] == 512 and record["test_accuracy"] > 0.3  # far above chance (0.1) after 8 steps
+    assert record["test_images"] == 2048 and record["test_accuracy"] > 0.3  # far above chance (0.1) after 32 steps
     net = load_classifier(dst)
     assert isinstance(net, FashionClassifier) and not any(p.requires_grad for p in net.parameters())
+    x = to_model_range(load_fashion_mnist(split="train")[:2048])
+    assert float(net.features(x).square().mean().sqrt()) == pytest.approx(1.0, rel=1e-4)  # features scaled to RMS 1
     with pytest.raises(FileNotFoundError, match="pgdm train-classifier --export"):
         load_classifier(tmp_path / "missing.safetensors")
