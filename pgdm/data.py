@@ -11,12 +11,13 @@ import torch
 
 __all__ = [
     "DEMO_DIR", "FASHION_MNIST_DIR", "PHOTO_TRAIN", "PHOTO_HELD_OUT", "PhotoCrops", "demo_image", "demo_images", "downscale",
-    "held_out_crops", "load_fashion_mnist", "load_photo", "to_model_range",
+    "held_out_crops", "load_fashion_mnist", "load_fashion_mnist_labels", "load_photo", "to_model_range",
 ]  # fmt: skip
 
 DEMO_DIR = Path(__file__).parent / "assets" / "demo"  # installed with the package
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 _FILES = {"train": "train-images-idx3-ubyte.gz", "test": "t10k-images-idx3-ubyte.gz"}
+_LABEL_FILES = {"train": "train-labels-idx1-ubyte.gz", "test": "t10k-labels-idx1-ubyte.gz"}
 
 
 def demo_images() -> list[Path]:
@@ -47,16 +48,10 @@ def load_fashion_mnist(root: str | Path = FASHION_MNIST_DIR, split: str = "train
     ``split``: "train" (60 000 images) or "test" (10 000). Reads the IDX files of the Debian package
     ``dataset-fashion-mnist`` (``apt-get install dataset-fashion-mnist``).
     """
-    if split not in _FILES:
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    path = Path(root) / _FILES[split]
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found; install it with `apt-get install dataset-fashion-mnist` or pass --data DIR")
-    with gzip.open(path, "rb") as f:
-        raw = f.read()
+    raw = _read_idx(root, _FILES, split)
     magic, n, rows, cols = np.frombuffer(raw[:16], dtype=">i4")
     if magic != 2051:
-        raise ValueError(f"{path} is not an IDX image file (magic {magic}, expected 2051)")
+        raise ValueError(f"{root}/{_FILES[split]} is not an IDX image file (magic {magic}, expected 2051)")
     images = torch.from_numpy(np.frombuffer(raw[16:], dtype=np.uint8).reshape(n, 1, rows, cols).copy())
     if size < max(rows, cols):
         raise ValueError(f"size {size} is smaller than the {rows}×{cols} images")
@@ -64,6 +59,25 @@ def load_fashion_mnist(root: str | Path = FASHION_MNIST_DIR, split: str = "train
     out = torch.zeros(n, 1, size, size, dtype=torch.uint8)
     out[..., top : top + rows, left : left + cols] = images
     return out
+
+
+def load_fashion_mnist_labels(root: str | Path = FASHION_MNIST_DIR, split: str = "train") -> torch.Tensor:
+    """Fashion-MNIST class labels as (N,) int64 in 0–9, in the order of :func:`load_fashion_mnist`'s images."""
+    raw = _read_idx(root, _LABEL_FILES, split)
+    magic, n = np.frombuffer(raw[:8], dtype=">i4")
+    if magic != 2049:
+        raise ValueError(f"{root}/{_LABEL_FILES[split]} is not an IDX label file (magic {magic}, expected 2049)")
+    return torch.from_numpy(np.frombuffer(raw[8:], dtype=np.uint8)[:n].astype(np.int64))
+
+
+def _read_idx(root: str | Path, files: dict[str, str], split: str) -> bytes:
+    if split not in files:
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    path = Path(root) / files[split]
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found; install it with `apt-get install dataset-fashion-mnist` or pass --data DIR")
+    with gzip.open(path, "rb") as f:
+        return f.read()
 
 
 def to_model_range(images: torch.Tensor) -> torch.Tensor:

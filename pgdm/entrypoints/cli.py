@@ -1,4 +1,4 @@
-"""The ``pgdm`` command line: ``restore`` (also under torchrun), ``degrade``, ``demo``, ``train``, ``convert``, ``export``, ``serve``."""
+"""The ``pgdm`` command line: ``restore`` (also under torchrun), ``degrade``, ``demo``, ``train``, ``train-classifier``, ``convert``, ``export``, ``serve``."""
 from __future__ import annotations
 
 import argparse
@@ -310,6 +310,12 @@ def build_parser() -> argparse.ArgumentParser:
                               "  pgdm train --dataset photos --out runs/photo32 --export photo.safetensors")  # fmt: skip
     train_cmd.add_arguments(p)
     p.set_defaults(run=train_cmd.run)
+
+    p = sub.add_parser("train-classifier", help="train the Fashion-MNIST classifier behind `pgdm bench quality`'s CA, FID and KID",
+                       formatter_class=raw, description="Train the small Fashion-MNIST classifier on the training split; report its test accuracy.",
+                       epilog="example:\n  pgdm train-classifier --epochs 3 --export classifier.safetensors")  # fmt: skip
+    train_cmd.add_classifier_arguments(p)
+    p.set_defaults(run=train_cmd.run_classifier)
 
     p = sub.add_parser("convert", help="convert a .pt checkpoint to safetensors + JSON config", formatter_class=raw,
                        description="Convert a guided-diffusion .pt checkpoint to .safetensors with its JSON config beside it.",

@@ -85,3 +85,72 @@ def test_bench_tune_reports_the_best_value_of_a_direct_restore(tmp_path, capsys)
     assert str(row["best"]) == max(row["scores"], key=row["scores"].get) and row["psnr_best"] == max(row["scores"].values())
     assert "| sr4 | 0 |" in (tmp_path / "out" / "tune.md").read_text()
     assert main([*args[:5], "nope", *args[6:]]) == 2 and "has no option(s) nope" in capsys.readouterr().err
+
+
+def test_bench_quality_reports_ca_fid_kid_and_marks_the_frontier(tmp_path):
+    args = ["bench", "quality", "--methods", "ddnm,pigdm", "--steps", "1,2", "--tasks", "inpaint-center", "--sigma-y", "0", "--n", "4",
+            "--batch-size", "4", "-o", str(tmp_path), "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    rows = _rows(tmp_path)
+    assert len(rows) == 4 and all(r["status"] == "ok" for r in rows)
+    for r in rows:
+        assert 0 <= float(r["ca"]) <= 1 and float(r["fid"]) > 0 and float(r["kid_std"]) >= 0 and r["kid"] != ""
+    for metric, higher in (("psnr", True), ("fid", False)):  # the frontier, checked pair by pair
+        for r in rows:
+            dominated = any(float(o["seconds_per_image"]) <= float(r["seconds_per_image"])
+                            and (float(o[metric]) >= float(r[metric]) if higher else float(o[metric]) <= float(r[metric]))
+                            and (o["seconds_per_image"], o[metric]) != (r["seconds_per_image"], r[metric]) for o in rows)  # fmt: skip
+            assert (metric in r["frontier"].split(",")) == (not dominated)
+    assert any("fid" in r["frontier"] for r in rows)
+    from pgdm.classifier import classifier_info
+
+    text = (tmp_path / "results.md").read_text()
+    assert "| frontier |" in text and f"Fashion-MNIST classifier (test accuracy {classifier_info()['test_accuracy']:.4f})" in text
+    assert (tmp_path / "fid_vs_seconds.png").stat().st_size > 0 and (tmp_path / "ca_vs_nfe.png").exists()
+
+
+def test_mark_frontier_keeps_the_best_cell_at_each_time_budget():
+    from pgdm.entrypoints.bench.quality import mark_frontier
+
+    cell = lambda m, s, fid, task="sr4": dict(method=m, task=task, sigma_y=0.0, status="ok", seconds_per_image=s, fid=fid, psnr=20.0)  # noqa: E731
+    rows = [cell("fast", 1.0, 9.0), cell("slow-better", 4.0, 3.0), cell("slow-worse", 5.0, 8.0), cell("tie", 4.0, 3.5),
+            cell("other-task", 9.0, 99.0, task="jpeg10"), dict(method="x", task="sr4", sigma_y=0.0, status="unsupported")]  # fmt: skip
+    mark_frontier(rows)
+    assert ["fid" in r["frontier"] for r in rows] == [True, True, False, False, True, False]
+    assert rows[0]["frontier"] == "psnr,fid"  # equal PSNR everywhere: only the fastest is on its frontier
+
+
+def test_inception_fid_is_left_out_with_a_one_line_note_and_uses_the_given_weights(tmp_path, monkeypatch):
+    import pytest
+    import torch
+
+    from pgdm import metrics
+    from pgdm.entrypoints.bench.quality import distribution_scorer
+
+    rgb = torch.rand(6, 3, 32, 32) * 2 - 1
+    scorer, note = distribution_scorer(str(tmp_path), rgb, None)
+    assert scorer is None and note.startswith("Inception FID/KID left out: pass the local FID Inception weights") and "\n" not in note
+    scorer, note = distribution_scorer(str(tmp_path), rgb, str(tmp_path / "nope.pth"))
+    assert scorer is None and f"weights file {tmp_path / 'nope.pth'} not found" in note
+    seen = []
+
+    class FakeInception(torch.nn.Module):  # records how it was built and what it is fed; features: per-channel means
+        def __init__(self, **kwargs):
+            super().__init__()
+            seen.append(kwargs)
+
+        def forward(self, x):
+            assert x.dtype == torch.uint8 and x.shape[1:] == (3, 32, 32)
+            return x.double().mean(dim=(2, 3))  # (B, 3)
+
+    weights = tmp_path / "inception.pth"
+    weights.write_bytes(b"weights")
+    monkeypatch.setattr(metrics, "inception_unavailable", lambda w: None)
+    monkeypatch.setattr("torchmetrics.image.fid.NoTrainInceptionV3", FakeInception)
+    scorer, note = distribution_scorer(str(tmp_path), rgb, str(weights))
+    assert seen == [dict(name="inception-v3-compat", features_list=["2048"], feature_extractor_weights_path=str(weights))]
+    assert str(weights) in note and "100 subsets of 3" in note
+    feats = lambda x: ((x + 1) / 2 * 255).round().clamp(0, 255).mean(dim=(2, 3)).double()  # noqa: E731  what FakeInception sees
+    out = scorer(rgb * 0.5)
+    assert out["fid"] == pytest.approx(metrics.frechet_distance(feats(rgb), feats(rgb * 0.5)), abs=1e-9)
+    assert out["kid"] is not None and "ca" not in out

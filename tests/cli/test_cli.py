@@ -19,7 +19,7 @@ from pgdm.operators import JPEG
 
 
 def test_help_everywhere():
-    for cmd in ([], ["restore"], ["degrade"], ["demo"], ["train"], ["convert"], ["export"], ["serve"]):
+    for cmd in ([], ["restore"], ["degrade"], ["demo"], ["train"], ["train-classifier"], ["convert"], ["export"], ["serve"]):
         proc = run(*cmd, "--help")
         assert "usage: pgdm" in proc.stdout and "example" in proc.stdout
 

@@ -2,8 +2,9 @@
 ``tune`` picks a method's per-task option on train images.
 
 Both write into ``--output``: ``cells.jsonl`` (finished cells; a rerun skips them, so an interrupted run resumes),
-``results.csv``, ``results.json``, ``results.md`` and PNG plots. Cells a method cannot run are kept and marked
-"unsupported" with the reason. docs/methods.md describes the methods and their settings.
+``results.csv``, ``results.json``, ``results.md`` and PNG plots (``quality``: of the command's grid, then the
+folder's other finished cells at the same ``--n``, so that commands with different grids build one table). Cells a
+method cannot run are kept and marked "unsupported" with the reason. docs/methods.md describes the methods and their settings.
 """
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ from .cells import CellStore, MethodSpec, parse_list, parse_methods, plot_lines,
 
 __all__ = ["add_parser", "run_quality", "run_posterior"]
 
-QUALITY_COLUMNS = ["method", "task", "steps", "sigma_y", "n", "status", "psnr", "ssim", "lpips", "consistency", "nfe", "vjp",
-                   "seconds_per_image", "compile_seconds", "reason"]  # fmt: skip
+QUALITY_COLUMNS = ["method", "task", "steps", "sigma_y", "n", "status", "psnr", "ssim", "ca", "kid", "kid_std", "fid", "lpips", "consistency",
+                   "nfe", "vjp", "seconds_per_image", "frontier", "compile_seconds", "reason"]  # fmt: skip
+QUALITY_PLOTS = ("psnr", "ssim", "ca", "fid", "kid")
 POSTERIOR_COLUMNS = ["method", "task", "steps", "sigma_y", "n", "status", "sliced_w2", "floor", "residual", "reason"]
 
 
@@ -32,7 +34,7 @@ def add_parser(subparsers) -> None:
     methods_help = ("comma-separated methods, each NAME[:OPTION=VALUE…][@START] (START: begin at h†(y) noised to that timestep), "
                     "e.g. pigdm,rg,pigdm:weight=2,cpigdm@400 (default: %(default)s)")
 
-    q = kinds.add_parser("quality", formatter_class=raw, help="PSNR/SSIM/consistency/speed per method × steps × task × σ_y",
+    q = kinds.add_parser("quality", formatter_class=raw, help="PSNR/SSIM/CA/FID/KID/consistency/speed per method × steps × task × σ_y",
                          epilog="example:\n  pgdm bench quality --methods pigdm,ddnm --steps 20 --tasks sr4 --n 8 -o bench/")  # fmt: skip
     q.add_argument("--methods", default="pigdm,rg,dps,ddnm,diffpir,ddrm", help=methods_help)
     q.add_argument("--steps", default="20,50,100,1000", help="comma-separated step counts (default: %(default)s)")
@@ -44,6 +46,8 @@ def add_parser(subparsers) -> None:
     q.add_argument("--backend", choices=["eager", "compile", "cudagraph"], default="eager", help="engine backend (default: %(default)s)")
     q.add_argument("--batch-size", type=int, default=16, help="images restored together (default: %(default)s)")
     q.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
+    q.add_argument("--inception-weights", metavar="FILE", help="local FID Inception weights (pt_inception-2015-12-05-6726825d.pth) for "
+                   "FID/KID with torchmetrics' Inception network; without it 32×32 grayscale images use the shipped Fashion-MNIST classifier")  # fmt: skip
     q.add_argument("-o", "--output", required=True, type=Path, help="output folder (resumable)")
     q.add_argument("--quiet", action="store_true", help="no progress bar")
     q.set_defaults(run=run_quality)
@@ -78,7 +82,7 @@ def run_quality(args) -> int:
     import pgdm.engine as E
 
     from pgdm.models import load_model
-    from .quality import load_images, lpips_available, quality_cell, threads_note
+    from .quality import distribution_scorer, load_images, lpips_available, mark_frontier, quality_cell, threads_note
 
     methods, steps = _grid(args)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
@@ -88,6 +92,7 @@ def run_quality(args) -> int:
     store = CellStore(args.output, ("method", "task", "steps", "sigma_y", "n"))
     den = load_model(args.model).to(args.device).eval()
     images = load_images(args.data, args.n, den.channels, den.image_size)
+    scorer, scorer_note = distribution_scorer(args.data, images, args.inception_weights)
     engines: dict[tuple, E.Engine] = {}
 
     def engine_for(spec: MethodSpec, n_steps: int) -> E.Engine:
@@ -101,16 +106,21 @@ def run_quality(args) -> int:
     cells = [dict(method=m.label, task=t, steps=s, sigma_y=sy, n=args.n, spec=m) for m in methods for s in steps for t in tasks for sy in sigmas]
     todo = [c for c in cells if not store.done(c)]
     for c in tqdm(todo, desc="bench quality", unit="cell", disable=args.quiet):
-        store.add(quality_cell(engine_for, c["spec"], c["task"], c["steps"], c["sigma_y"], images, args.batch_size, args.device))
-    rows = [store.rows[store.key(c)] for c in cells]
+        store.add(quality_cell(engine_for, c["spec"], c["task"], c["steps"], c["sigma_y"], images, args.batch_size, args.device, scorer))
+    grid = {store.key(c) for c in cells}  # then the folder's other finished cells at this n: several grids, one table
+    rows = [dict(store.rows[store.key(c)]) for c in cells]
+    rows += [dict(r) for k, r in store.rows.items() if k not in grid and r["n"] == args.n]
+    mark_frontier(rows)
     notes = [f"model {args.model}, data {args.data} (first {args.n}), backend {args.backend}, batch {args.batch_size}, {threads_note()}",
              "methods start from pure noise at t = T−1 unless their label ends in @START (h†(y) noised to timestep START), with their "
              "reference defaults; NFE = network evaluations per image",
-             "seconds_per_image excludes compile_seconds (the engine's warm-up)"]  # fmt: skip
+             "seconds_per_image excludes compile_seconds (the engine's warm-up)", scorer_note,
+             "frontier: the metrics on whose quality-per-second frontier the cell lies (within its task and σ_y, no cell is "
+             "as fast and as good)"]  # fmt: skip
     if (reason := lpips_available()) is not None:
         notes.append(reason)
     write_tables(args.output, rows, QUALITY_COLUMNS, "pgdm bench quality", notes)
-    for y in ("psnr", "ssim"):
+    for y in QUALITY_PLOTS:
         plot_lines(args.output / f"{y}_vs_nfe.png", rows, "nfe", y, "task", "method", "sigma_y")
         plot_lines(args.output / f"{y}_vs_seconds.png", rows, "seconds_per_image", y, "task", "method", "sigma_y")
     print(f"{len(todo)} cell(s) run, {len(cells) - len(todo)} already done; results in {args.output}/results.md")

@@ -1,9 +1,12 @@
 """``pgdm bench quality``: every method × steps × task × σ_y on real images, through the engine.
 
-Per cell: PSNR and SSIM (torchmetrics, [0, 1] scale), LPIPS when torchvision and its AlexNet weights are present
-locally (never downloaded), measurement consistency ‖h(x̂) − y‖ (RMS, [-1, 1] scale), NFE (network evaluations
-per image; VJP methods also run one backward per step) and seconds per image (after compiling, which is
-reported apart). Measurements are h(x) plus N(0, σ_y²) noise (``pgdm.ops.GaussianNoise``, seed 0); every method
+Per cell: PSNR and SSIM (torchmetrics, [0, 1] scale); the paper's distribution metrics against the clean images
+(:func:`distribution_scorer`): on 32×32 grayscale images classifier accuracy (CA, with Fashion-MNIST labels),
+FID and KID (± its std over subsets) in the shipped Fashion-MNIST classifier's feature space, on other images
+Inception FID/KID from a local weights file; LPIPS when torchvision and its AlexNet weights are present locally
+(never downloaded); measurement consistency ‖h(x̂) − y‖ (RMS, [-1, 1] scale), NFE (network evaluations per
+image; VJP methods also run one backward per step) and seconds per image (after compiling, which is reported
+apart). :func:`mark_frontier` marks, per task and σ_y, the cells on each metric's quality-per-second frontier. Measurements are h(x) plus N(0, σ_y²) noise (``pgdm.ops.GaussianNoise``, seed 0); every method
 gets the same images, measurements and sampler seeds.
 """
 from __future__ import annotations
@@ -16,12 +19,15 @@ from pathlib import Path
 import torch
 
 from pgdm import metrics
-from pgdm.data import load_fashion_mnist, to_model_range
+from pgdm.data import load_fashion_mnist, load_fashion_mnist_labels, to_model_range
 from pgdm.io import list_images, read_image
 from pgdm.operators import GaussianNoise, parse
 from .cells import MethodSpec
 
-__all__ = ["load_images", "lpips_available", "quality_cell"]
+__all__ = ["load_images", "distribution_scorer", "lpips_available", "quality_cell", "mark_frontier", "FRONTIER_METRICS"]
+
+# Metrics whose quality-per-second frontier is marked, and whether higher is better.
+FRONTIER_METRICS = {"psnr": True, "ca": True, "fid": False, "kid": False}
 
 
 def load_images(data: str, n: int, channels: int, size: int | None) -> torch.Tensor:
@@ -36,6 +42,30 @@ def load_images(data: str, n: int, channels: int, size: int | None) -> torch.Ten
     if images.shape[0] < n:
         raise ValueError(f"--n {n} asks for more images than {data} has ({images.shape[0]})")
     return images
+
+
+def distribution_scorer(data: str, images: torch.Tensor, inception_weights: str | None):
+    """(scorer, note): a function mapping restorations (n, C, H, W) in [-1, 1] to ``{"ca"?, "fid", "kid", "kid_std"}``
+    against ``images``, and the one-line note saying what it measures; scorer None (and the reason) when none can run.
+
+    32×32 grayscale images without ``inception_weights``: the shipped Fashion-MNIST classifier (CA when ``data`` is
+    "fashion-mnist", whose labels are known); otherwise Inception FID/KID from the local ``inception_weights`` file.
+    """
+    from pgdm.classifier import CLASSIFIER_PATH, classifier_info
+
+    if tuple(images.shape[1:]) == (1, 32, 32) and inception_weights is None:
+        labels = load_fashion_mnist_labels(split="test")[: images.shape[0]] if data == "fashion-mnist" else None
+        accuracy = classifier_info(CLASSIFIER_PATH)["test_accuracy"]
+        what = "CA, FID and KID" if labels is not None else "FID and KID (no labels: no CA)"
+        return metrics.classifier_scores(images, labels), (
+            f"{what} in the feature space (64-d penultimate layer) of the shipped Fashion-MNIST classifier "
+            f"(test accuracy {accuracy:.4f}), against the {images.shape[0]} clean images; KID: mean ± std over 100 subsets "
+            f"of {min(1000, images.shape[0] // 2)}")  # fmt: skip
+    if (reason := metrics.inception_unavailable(inception_weights)) is not None:
+        return None, reason
+    return metrics.inception_scores(images, inception_weights), (
+        f"FID and KID in the 2048-d pool features of torchmetrics' FID Inception network from {inception_weights}, against "
+        f"the {images.shape[0]} clean images; KID: mean ± std over 100 subsets of {min(1000, images.shape[0] // 2)}")
 
 
 def lpips_available() -> str | None:
@@ -55,8 +85,10 @@ def _lpips(x: torch.Tensor, ref: torch.Tensor) -> float:
     return float(lpips(rgb(x), rgb(ref), net_type="alex", normalize=False))
 
 
-def quality_cell(engine_for, spec: MethodSpec, task: str, steps: int, sigma_y: float, images: torch.Tensor, batch_size: int, device: str) -> dict:
-    """One cell. ``engine_for(spec, steps)`` returns the (cached) engine for that method and step count."""
+def quality_cell(engine_for, spec: MethodSpec, task: str, steps: int, sigma_y: float, images: torch.Tensor, batch_size: int, device: str,
+                 scorer=None) -> dict:  # fmt: skip
+    """One cell. ``engine_for(spec, steps)`` returns the (cached) engine for that method and step count; ``scorer``
+    (from :func:`distribution_scorer`) adds the distribution metrics."""
     row = {"method": spec.label, "task": task, "steps": steps, "sigma_y": sigma_y, "n": images.shape[0]}
     op = parse(task, tuple(images.shape[1:])).to(device)
     try:
@@ -91,9 +123,29 @@ def quality_cell(engine_for, spec: MethodSpec, task: str, steps: int, sigma_y: f
         "compile_seconds": compile_seconds,
         "finite": finite,
     }
+    if scorer is not None:
+        row |= scorer(x)
     if lpips_available() is None:
         row["lpips"] = _lpips(x, clean)
     return row
+
+
+def mark_frontier(rows: list[dict]) -> None:
+    """Set each row's ``frontier`` to the metrics of :data:`FRONTIER_METRICS` on whose quality-per-second frontier it
+    lies, e.g. "fid,kid": within its task and σ_y, no other finished cell is at least as fast and at least as good
+    on that metric, and strictly better in one of the two. Those cells are the best method and steps at each budget."""
+    ok = [r for r in rows if r.get("status") == "ok" and r.get("seconds_per_image") is not None]
+    for r in rows:
+        r["frontier"] = ""
+    for metric, higher in FRONTIER_METRICS.items():
+        for r in ok:
+            if r.get(metric) is None:
+                continue
+            q = r[metric] if higher else -r[metric]
+            rivals = [(o["seconds_per_image"], o[metric] if higher else -o[metric]) for o in ok
+                      if o is not r and o.get(metric) is not None and (o["task"], o["sigma_y"]) == (r["task"], r["sigma_y"])]  # fmt: skip
+            if not any(s <= r["seconds_per_image"] and v >= q and (s < r["seconds_per_image"] or v > q) for s, v in rivals):
+                r["frontier"] = ",".join(filter(None, [r["frontier"], metric]))
 
 
 def threads_note() -> str:
