@@ -13,7 +13,6 @@ from pgdm.engine import autotune as A
 from pgdm.ops import Inpaint, SuperResolution
 from pgdm.sampler import SamplerSettings, end_on_measurement, plan_sampling, run_eager
 
-pytest.importorskip("onnxruntime", reason="the onnx extra is part of the dev install")
 STEPS = 4
 
 
