@@ -47,7 +47,7 @@ def test_pigdm_ended_on_the_measurement(task):
         assert literal["residual"] > 1e-9 and ended["residual"] < 1e-9, (literal, ended)
 
 
-# DPS's reference ζ' (0.5 for inpainting) is set for 1000 steps; at 20 steps it needs a larger one
+# DPS's ζ' for inpainting is tuned on images; the analytic prior at 20 steps needs a smaller one
 SPECS = {"dps": "dps:scale=1"}
 
 
