@@ -8,12 +8,14 @@ Two strategies carry the network over the canvas:
 
 - ``whole``: the network runs once on the canvas, reflect-padded (equally on both sides) to the multiple of
   2^(downsamplings) the architecture needs, and ε is cropped back.
-- ``tiles``: overlapping tiles of the model's size (stride ``tile − overlap``), reflect-padded at the canvas
-  edges, go through the network as rows of one batch, at most ``max_rows`` at a time, and their ε are blended
-  with a separable window that tapers as sin² over the overlap, normalised by the windows' sum:
-  ε(x) = crop[ Σ_k P_kᵀ(w ⊙ ε_θ(P_k pad(x))) ⊘ Σ_k P_kᵀ w ]. With ``shift`` the grid moves every step by an
-  offset in [0, stride)² drawn from the counter-based hash of :mod:`pgdm.rng` (a pure function of ``seed`` and
-  the timestep), so seams do not stay in place and a restore stays reproducible. The blend is linear in the
+- ``tiles``: overlapping tiles of the model's size (stride ``tile − overlap``) go through the network as rows of
+  one batch, at most ``max_rows`` at a time, and their ε are blended with a separable window that tapers as sin²
+  over the overlap, normalised by the windows' sum: ε(x) = Σ_k P_kᵀ(w ⊙ ε_θ(P_k x)) ⊘ Σ_k P_kᵀ w. By default
+  (``edges="inside"``) the tiles stay inside the canvas, the first and last of each row and column ending on its
+  edge, so no tile sees past it; ``reflect`` and ``circular`` pad the canvas instead and let tiles run over its
+  edge. With ``shift`` the grid moves every step by an offset in [0, stride)² drawn from the counter-based hash
+  of :mod:`pgdm.rng` (a pure function of ``seed`` and the timestep), so seams do not stay in place and a restore
+  stays reproducible. The blend is linear in the
   tiles' outputs, so the input VJP of ΠGDM, RG, DPS and C-ΠGDM goes through it as it goes through the network.
 
 A canvas of exactly the model's size goes straight to the network (bitwise the fixed-size result), and
@@ -84,21 +86,25 @@ def _reflect_no_sync(p: torch.Tensor, n: int) -> torch.Tensor:
     return torch.where(m < n, m, period - m)
 
 
-_EDGES = {"reflect": _reflect_no_sync, "circular": _circular_no_sync}
+_EDGES = {"inside": _reflect_no_sync, "reflect": _reflect_no_sync, "circular": _circular_no_sync}  # "inside": tiles clamped to the canvas; reflect where it is smaller than a tile and for ``whole``
 
 
 @dataclass(frozen=True)
 class CanvasGrid:
-    """The tile grid along one axis of a canvas of ``size`` pixels.
+    """The tile grid along one axis of a canvas of ``size`` pixels, in the coordinates of the extent [0, padded) the
+    tiles are cut from.
 
-    The canvas sits at [start, start + size) inside the extent [0, padded) the tiles cover, start = ``lead`` + a
-    per-step offset in [0, shift). ``lead`` ≥ overlap, so every canvas pixel lies at least ``overlap`` pixels inside
-    the covered extent: near the canvas edge the tiles see (reflected) context past it, as they see a neighbour's
-    pixels inside. A canvas no larger than a tile is one tile, centred.
+    Two layouts. **Clamped** (``edges="inside"``, a canvas larger than a tile): the extent is the canvas itself;
+    tile k starts at clamp(k·stride − offset, 0, size − tile), offset in [0, shift), so the first and last tiles end
+    on the canvas edge and no tile sees past it. **Padded** (``reflect``/``circular``, or a canvas no larger than a
+    tile): the canvas sits at [start, start + size) of a reflect- or wrap-padded extent, start = ``lead`` + offset,
+    and tile k starts at k·stride; ``lead`` ≥ overlap, so near the canvas edge the tiles see context past it, as
+    they see a neighbour's pixels inside. A canvas no larger than a tile is one tile, centred.
 
     Attributes: size: canvas pixels; tile, stride: tile side and step (tile − overlap); count: tiles along the
-    axis; padded: (count − 1)·stride + tile; shift: the number of offsets drawn from (stride when the grid moves
-    each step, else 1); lead: the canvas's start at offset 0.
+    axis; padded: the extent's length (``size`` when clamped); shift: the number of offsets drawn from (stride when
+    the grid moves each step, else 1); lead: the canvas's start at offset 0 (0 when clamped); clamped: the layout;
+    groups: tiles k and k + groups never overlap at any offset (the blend adds each such class in one pass).
     """
 
     size: int
@@ -108,18 +114,25 @@ class CanvasGrid:
     padded: int
     shift: int
     lead: int
+    clamped: bool = False
+    groups: int = 1
 
     @classmethod
-    def build(cls, size: int, tile: int, overlap: int, shift: bool) -> "CanvasGrid":
+    def build(cls, size: int, tile: int, overlap: int, shift: bool, clamped: bool = False) -> "CanvasGrid":
         stride = tile - overlap
         if size <= tile:
             return cls(size, tile, stride, 1, tile, 1, (tile - size) // 2)
-        moves = shift
-        reach = size + 2 * overlap + (stride - 1 if moves else 0)  # the extent must hold the canvas and both margins at every offset
+        moves = stride if shift else 1
+        if clamped:  # cover [0, size) at every offset: the last unclamped start (count − 1)·stride − (moves − 1) ≥ size − tile
+            count = math.ceil((size - tile + moves - 1) / stride) + 1
+            # the last tile moves left by at most its overshoot at offset 0, the first right by at most moves − 1
+            reach = tile + max((count - 1) * stride - (size - tile), moves - 1)
+            return cls(size, tile, stride, count, size, moves, 0, True, min(count, math.ceil(reach / stride)))
+        reach = size + 2 * overlap + moves - 1  # the extent must hold the canvas and both margins at every offset
         count = math.ceil((reach - tile) / stride) + 1
         padded = (count - 1) * stride + tile
         slack = padded - reach  # split between both ends
-        return cls(size, tile, stride, count, padded, stride if moves else 1, overlap + slack // 2)
+        return cls(size, tile, stride, count, padded, moves, overlap + slack // 2, False, min(count, math.ceil(tile / stride)))
 
 
 class CanvasDenoiser(Denoiser):
@@ -138,9 +151,11 @@ class CanvasDenoiser(Denoiser):
             instead of being kept, so memory stays that of ``max_rows`` tiles at the cost of one more forward.
         seed: the grid-shift stream (offsets are a pure function of seed and timestep).
         multiple: what H, W must be divisible by for ``whole`` (default: :func:`size_multiple` of the network).
-        edges: how tiles and ``whole`` see past the canvas edge: ``"reflect"`` (default: mirrored without repeating
-            the edge pixel) or ``"circular"`` (the canvas wraps around: a periodic canvas, such as the analytic
-            stationary prior of :mod:`pgdm.analytic` or a texture that tiles).
+        edges: what tiles see at the canvas edge: ``"inside"`` (default: tiles clamped inside the canvas, the
+            outermost ending on its edge; a canvas side shorter than a tile, and ``whole``'s padding, reflected),
+            ``"reflect"`` (the canvas mirrored without repeating the edge pixel, tiles running over its edge) or
+            ``"circular"`` (the canvas wraps around: a periodic canvas, such as the analytic stationary prior of
+            :mod:`pgdm.analytic` or a texture that tiles).
 
     ``forward(x, t, class_labels)``: x: (B, C, H, W) float (any H, W ≥ 1), t: (B,) int64 (one timestep for the
     batch, as every method calls it), class_labels: (B,) int64 or None → ε: (B, C, H, W).
@@ -162,7 +177,7 @@ class CanvasDenoiser(Denoiser):
         max_rows: int = 64,
         seed: int = 0,
         multiple: int | None = None,
-        edges: str = "reflect",
+        edges: str = "inside",
     ) -> None:
         if isinstance(denoiser, CanvasDenoiser):
             raise ValueError("the denoiser is already a CanvasDenoiser; pass the fixed-size model it wraps")
@@ -184,7 +199,7 @@ class CanvasDenoiser(Denoiser):
         if self.tile is not None and not 0 <= self.overlap < self.tile:
             raise ValueError(f"overlap must be in [0, tile) = [0, {self.tile}), got {self.overlap}")
         if edges not in _EDGES:
-            raise ValueError(f"unknown edges {edges!r}; expected 'reflect' or 'circular'")
+            raise ValueError(f"unknown edges {edges!r}; expected one of {', '.join(_EDGES)}")
         self.strategy, self.shift, self.edges = strategy, bool(shift), edges
         self.max_rows = validate.positive_int("max_rows", max_rows)
         self.seed = validate.integer("seed", seed)
@@ -217,7 +232,8 @@ class CanvasDenoiser(Denoiser):
 
     def grids(self, height: int, width: int) -> tuple[CanvasGrid, CanvasGrid]:
         """The tile grids along H and W of a ``tiles`` canvas."""
-        return (CanvasGrid.build(height, self.tile, self.overlap, self.shift), CanvasGrid.build(width, self.tile, self.overlap, self.shift))
+        clamped = self.edges == "inside"
+        return tuple(CanvasGrid.build(n, self.tile, self.overlap, self.shift, clamped) for n in (height, width))
 
     def tiles_per_image(self, height: int, width: int) -> int:
         """Network rows per image of this size (1 for ``whole`` and model-sized canvases)."""
@@ -253,57 +269,90 @@ class CanvasDenoiser(Denoiser):
         return self.network(xp, t, class_labels)[..., ph // 2 : ph // 2 + h, pw // 2 : pw // 2 + w]
 
     def _offset_no_sync(self, t: torch.Tensor, grid: CanvasGrid, axis: int) -> torch.Tensor:
-        """0-d int64 start of the canvas in the padded extent for this step: lead + hash(seed, axis, t) mod shift,
-        on t's device."""
+        """0-d int64 grid offset for this step, hash(seed, axis, t) mod shift (0 for a still grid), on t's device."""
         if grid.shift == 1:
-            return torch.full((), grid.lead, dtype=torch.int64, device=t.device)
+            return torch.zeros((), dtype=torch.int64, device=t.device)
         key = _hash32(torch.full((), (self.seed * 2 + axis) & _MASK32, dtype=torch.int64, device=t.device))
-        return grid.lead + torch.remainder(_hash32(key ^ _hash32(t.reshape(-1)[0].to(torch.int64) & _MASK32)), grid.shift)
+        return torch.remainder(_hash32(key ^ _hash32(t.reshape(-1)[0].to(torch.int64) & _MASK32)), grid.shift)
+
+    def _layout(self, t: torch.Tensor, grid: CanvasGrid, axis: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """One axis at this step: (tile starts in the extent (count,), extent → canvas index (padded,) or None when the
+        extent is the canvas, canvas → extent index (size,) or None likewise)."""
+        dev = t.device
+        offset = self._offset_no_sync(t, grid, axis)
+        starts = torch.arange(grid.count, device=dev) * grid.stride
+        if grid.clamped:
+            return torch.clamp(starts - offset, 0, grid.size - grid.tile), None, None
+        at = grid.lead + offset
+        return starts, _EDGES[self.edges](torch.arange(grid.padded, device=dev) - at, grid.size), torch.arange(grid.size, device=dev) + at
 
     def _tiles(self, x: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor | None) -> torch.Tensor:
         b, c, h, w = x.shape
         gh, gw = self.grids(h, w)
-        tile, dev = self.tile, x.device
-        oy, ox = self._offset_no_sync(t, gh, 0), self._offset_no_sync(t, gw, 1)
-        edge = _EDGES[self.edges]
-        rows = edge(torch.arange(gh.padded, device=dev) - oy, h)  # padded coordinate → canvas row
-        cols = edge(torch.arange(gw.padded, device=dev) - ox, w)
-        xp = x.index_select(2, rows).index_select(3, cols)  # (B, C, Hp, Wp)
+        ry, rows, in_rows = self._layout(t, gh, 0)
+        rx, cols, in_cols = self._layout(t, gw, 1)
+        xp = x if rows is None else x.index_select(2, rows)
+        xp = xp if cols is None else xp.index_select(3, cols)  # (B, C, Hp, Wp)
+        tiles = _gather_tiles(xp, ry, rx, self.tile)  # (B·nh·nw, C, T, T): all tiles at once, so the gather's
+        # transpose (one scatter into the canvas) runs once per VJP, not once per chunk
+        total = tiles.shape[0]
         per_image = gh.count * gw.count
-        total = b * per_image
+        img = torch.arange(b, device=x.device).repeat_interleave(per_image)
+        labels = None if class_labels is None else class_labels[img]
+        t_rows = t[img]
         window = self.window.to(x.device, x.dtype)
         chunks = []
         for start in range(0, total, self.max_rows):
-            r = torch.arange(start, min(start + self.max_rows, total), device=dev)
-            args = (xp, r, t, class_labels, gh, gw, window)
-            if total > self.max_rows and _checkpointable(xp):
-                chunks.append(checkpoint(self._tile_eps, *args, use_reentrant=False))
+            part = slice(start, min(start + self.max_rows, total))
+            args = (tiles[part], t_rows[part], None if labels is None else labels[part], window)
+            if total > self.max_rows and _checkpointable(tiles):
+                chunks.append(checkpoint(self._windowed_eps, *args, use_reentrant=False))
             else:
-                chunks.append(self._tile_eps(*args))
-        eps_w = torch.cat(chunks)  # (B·nh·nw, C, T, T), windowed
-        cols_ = eps_w.view(b, per_image, c * tile * tile).transpose(1, 2)  # (B, C·T·T, nh·nw)
-        fold = dict(output_size=(gh.padded, gw.padded), kernel_size=(tile, tile), stride=(gh.stride, gw.stride))
-        num = F.fold(cols_, **fold)  # (B, C, Hp, Wp)
-        den = F.fold(window.reshape(1, tile * tile, 1).expand(1, -1, per_image), **fold)  # (1, 1, Hp, Wp)
+                chunks.append(self._windowed_eps(*args))
+        eps_w = torch.cat(chunks).view(b, gh.count, gw.count, c, self.tile, self.tile).permute(0, 3, 1, 2, 4, 5)
+        num = _overlap_add(eps_w, ry, rx, gh, gw)  # (B, C, Hp, Wp)
+        den = _overlap_add(window.expand(1, 1, gh.count, gw.count, self.tile, self.tile), ry, rx, gh, gw)  # (1, 1, Hp, Wp)
         eps_p = num / den
-        in_rows = torch.arange(h, device=dev) + oy  # canvas row → padded coordinate
-        in_cols = torch.arange(w, device=dev) + ox
-        return eps_p.index_select(2, in_rows).index_select(3, in_cols)
+        eps_p = eps_p if in_rows is None else eps_p.index_select(2, in_rows)
+        return eps_p if in_cols is None else eps_p.index_select(3, in_cols)
 
-    def _tile_eps(self, xp, r, t, class_labels, gh: CanvasGrid, gw: CanvasGrid, window):
-        """Windowed ε of tile rows r (flat (image, i, j) indices): (len(r), C, T, T)."""
-        per_image = gh.count * gw.count
-        img, k = r // per_image, r % per_image
-        i, j = k // gw.count, k % gw.count
-        tile = self.tile
-        ri = (i * gh.stride)[:, None] + torch.arange(tile, device=r.device)  # (n, T) padded rows
-        ci = (j * gw.stride)[:, None] + torch.arange(tile, device=r.device)  # (n, T) padded cols
-        ch = torch.arange(xp.shape[1], device=r.device)
-        # one gather straight into (n, C, T, T) with NCHW strides (a permuted gather has channels-last strides
-        # when C = 1, which sends the network's convolutions down another kernel)
-        tiles = xp[img[:, None, None, None], ch[None, :, None, None], ri[:, None, :, None], ci[:, None, None, :]]
-        labels = None if class_labels is None else class_labels[img]
-        return self.network(tiles, t[img], labels) * window
+    def _windowed_eps(self, tiles: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor | None, window: torch.Tensor) -> torch.Tensor:
+        """w ⊙ ε_θ(tiles): (n, C, T, T) → (n, C, T, T)."""
+        return self.network(tiles, t, class_labels) * window
+
+
+def _gather_tiles(xp: torch.Tensor, ry: torch.Tensor, rx: torch.Tensor, tile: int) -> torch.Tensor:
+    """Tile (i, j) of every image is xp[..., ry[i]:ry[i] + T, rx[j]:rx[j] + T]: (B, C, Hp, Wp) → (B·nh·nw, C, T, T),
+    image-major, then i, then j."""
+    b, c = xp.shape[:2]
+    span = torch.arange(tile, device=xp.device)
+    bi = torch.arange(b, device=xp.device)[:, None, None, None, None, None]
+    ri = (ry[:, None] + span)[None, :, None, None, :, None]  # (1, nh, 1, 1, T, 1) extent rows
+    ci = (rx[:, None] + span)[None, None, :, None, None, :]  # (1, 1, nw, 1, 1, T) extent cols
+    ch = torch.arange(c, device=xp.device)[None, None, None, :, None, None]
+    # one gather straight into (B, nh, nw, C, T, T), so the rows are NCHW-contiguous (a permuted view has
+    # channels-last strides when C = 1, which sends the network's convolutions down another kernel)
+    return xp[bi, ch, ri, ci].view(-1, c, tile, tile)
+
+
+def _overlap_add(vals: torch.Tensor, ry: torch.Tensor, rx: torch.Tensor, gh: CanvasGrid, gw: CanvasGrid) -> torch.Tensor:
+    """Σ_(i, j) of tile (i, j) of ``vals`` (B, C, nh, nw, T, T) placed at rows [ry[i], ry[i] + T) and columns
+    [rx[j], rx[j] + T) of a zero (B, C, gh.padded, gw.padded) extent: the transpose of :func:`_gather_tiles`. The
+    tiles are added one class of (i mod gh.groups, j mod gw.groups) at a time: inside a class no two tiles overlap,
+    so every pixel takes at most one addition per pass and the sum's order is the same on every device and run."""
+    b, c, nh, nw, tile, _ = vals.shape
+    hp, wp = gh.padded, gw.padded
+    span = torch.arange(tile, device=vals.device)
+    out = vals.new_zeros(b, c, hp * wp)
+    for gi in range(gh.groups):
+        ii = torch.arange(gi, nh, gh.groups, device=vals.device)
+        rows = (ry[ii][:, None] + span)[:, None, :, None] * wp  # (ni, 1, T, 1)
+        for gj in range(gw.groups):
+            jj = torch.arange(gj, nw, gw.groups, device=vals.device)
+            idx = rows + (rx[jj][:, None] + span)[None, :, None, :]  # (ni, nj, T, T) flat extent positions
+            part = vals.index_select(2, ii).index_select(3, jj)  # (B, C, ni, nj, T, T)
+            out.index_add_(2, idx.reshape(-1), part.reshape(b, c, -1))
+    return out.view(b, c, hp, wp)
 
 
 def _checkpointable(x: torch.Tensor) -> bool:

@@ -6,7 +6,7 @@ import argparse
 
 from pgdm.engine.options import BACKENDS, PRECISION_CHOICES
 
-__all__ = ["add_model_options", "add_engine_options"]
+__all__ = ["add_model_options", "add_engine_options", "add_canvas_options", "canvas_size"]
 
 
 def add_model_options(p: argparse.ArgumentParser, default: str | None = "default") -> None:
@@ -29,3 +29,20 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
                    help="run the network in NHWC layout (default: measured with auto, else NCHW)")  # fmt: skip
     p.add_argument("--autotune-budget", type=float, metavar="SECONDS", help="seconds auto may spend measuring per task and batch size; "
                    "0 takes eager fp32 without measuring (default: $PGDM_AUTOTUNE_BUDGET_S, else 600)")  # fmt: skip
+
+
+def add_canvas_options(p: argparse.ArgumentParser) -> None:
+    """--strategy, --tile, --overlap: how a fixed-size model covers an image of another size."""
+    p.add_argument("--strategy", choices=("auto", "whole", "tiles"), default="auto", help="how a fixed-size model covers an image of "
+                   "another size: overlapping model-sized tiles, or the whole image at once (docs/large-images.md; default: %(default)s, "
+                   "tiles for a model trained at one size)")  # fmt: skip
+    p.add_argument("--tile", type=int, help="tile side in pixels for --strategy tiles (default: the model's size)")
+    p.add_argument("--overlap", type=int, help="pixels neighbouring tiles share (default: a quarter of the tile)")
+
+
+def canvas_size(text: str) -> tuple[int, int]:
+    """'HxW' (e.g. 480x640) → (H, W), both ≥ 1; argparse ``type=``."""
+    h, sep, w = text.lower().partition("x")
+    if not (sep and h.isdigit() and w.isdigit() and int(h) >= 1 and int(w) >= 1):
+        raise argparse.ArgumentTypeError(f"expected HxW with two positive integers (e.g. 480x640), got {text!r}")
+    return int(h), int(w)

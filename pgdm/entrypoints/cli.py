@@ -18,7 +18,7 @@ from pgdm.operators import GaussianNoise, Operator, check_spec, parse, spec_help
 
 from . import distributed
 from . import train as train_cmd
-from .arguments import add_engine_options, add_model_options
+from .arguments import add_canvas_options, add_engine_options, add_model_options, canvas_size
 from .bench import add_parser as add_bench_parser
 from .config import CanvasSettings, EngineSettings, IOSettings, ModelSettings, RestoreJobConfig, TaskSettings, sampler_settings, sigma_y_value
 from .outputs import MetricsFile, OutputFolder, output_names
@@ -221,11 +221,7 @@ def _add_restore_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--class-label", type=int, help="class label for class-conditional models")
     p.add_argument("--num-samples", type=int, default=1, help="average this many posterior samples; also writes NAME_std.png")
     p.add_argument("--size", type=int, help="the model's image size, for models without a fixed one (the size --resize/--crop fit to)")
-    p.add_argument("--strategy", choices=("auto", "whole", "tiles"), default="auto", help="how a fixed-size model covers an image of "
-                   "another size: overlapping model-sized tiles, or the whole image at once (docs/large-images.md; default: %(default)s, "
-                   "tiles for a model trained at one size)")  # fmt: skip
-    p.add_argument("--tile", type=int, help="tile side in pixels for --strategy tiles (default: the model's size)")
-    p.add_argument("--overlap", type=int, help="pixels neighbouring tiles share (default: a quarter of the tile)")
+    add_canvas_options(p)
     p.add_argument("--mask", type=Path, help="inpainting mask image (white = observed, black = missing)")
     p.add_argument("--simulate", action="store_true", help="inputs are clean images: degrade with TASK, restore, report metrics")
     p.add_argument("--grid", type=Path, help="write a labelled comparison grid (y | pseudo-inverse h†(y) | restored | clean) to this PNG")
@@ -329,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Write one step of a restoration method (network + input-only VJP + h, h† + update) for TASK as an\n"
                        "ONNX graph with static shapes, load it in ONNX Runtime, and print its inputs (needs pip install 'pgdm[onnx]').",
                        epilog=tasks + "\n\nexample:\n  pgdm export sr4 -o sr4_b8.onnx --batch-size 8\n  pgdm export sr4 -o sr4_ddrm.onnx --method ddrm\n"
+                       "  pgdm export sr4 -o sr4_480x640.onnx --canvas 480x640   # one canvas size, in tiles of the model's size\n"
                        "  trtexec --onnx=sr4_b8.onnx   # a TensorRT engine from it (TensorRT's own tool)")  # fmt: skip
     p.add_argument("task", help="operator spec (its parameters become constants of the graph)")
     p.add_argument("-o", "--output", required=True, help="the .onnx file to write")
@@ -338,6 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noisy", action="store_true", help="take per-image sigma_y2 (the noisy guidance)")
     p.add_argument("--method", choices=sorted(METHODS), default="pigdm", help="restoration method whose step to export (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed for random masks and kernels in TASK")
+    p.add_argument("--canvas", type=canvas_size, metavar="HxW", help="the image size the graph takes, for images of another size than "
+                   "the model's (docs/large-images.md; default: the model's size)")  # fmt: skip
+    add_canvas_options(p)
     p.set_defaults(run=_export)
 
     add_serve_parser(sub)
@@ -354,10 +354,13 @@ def _export(args) -> int:
     denoiser = load_model(args.model, config=args.config)
     if denoiser.image_size is None:
         raise ValueError("export needs a model with a fixed image size")
-    op = parse(args.task, (denoiser.channels, denoiser.image_size, denoiser.image_size), seed=args.seed)
-    path = export_step(denoiser, op, args.output, args.batch_size, noisy=args.noisy, method=args.method)
+    canvas = args.canvas or (denoiser.image_size, denoiser.image_size)
+    if canvas != (denoiser.image_size, denoiser.image_size):
+        denoiser = CanvasSettings(args.strategy, args.tile, args.overlap).wrap(denoiser)
+    op = parse(args.task, (denoiser.channels, *canvas), seed=args.seed)
+    path = export_step(denoiser, op, args.output, args.batch_size, noisy=args.noisy, method=args.method, canvas=canvas)
     names = OnnxStepRestorer(path, denoiser).names  # loads the graph in ONNX Runtime: a broken file fails here
-    print(f"wrote {path}: method {args.method}, batch {args.batch_size}, inputs {', '.join(names)}; outputs x_next, x0")
+    print(f"wrote {path}: method {args.method}, batch {args.batch_size}, {canvas[0]}×{canvas[1]}, inputs {', '.join(names)}; outputs x_next, x0")
     return 0
 
 

@@ -2,7 +2,8 @@
 
 Every rank sets up the same :class:`pgdm.entrypoints.restore_job.RestoreJob` (one
 :class:`~pgdm.entrypoints.config.RestoreJobConfig`) on its own device (``cuda:LOCAL_RANK`` for a
-CUDA ``--device``, else the CPU). Rank 0 lists the unfinished images and broadcasts that list; ranks then
+CUDA ``--device``, else the CPU). Rank 0 lists the unfinished images, images of one size together
+(:meth:`~pgdm.entrypoints.restore_job.RestoreJob.by_size`), and broadcasts that list; ranks then
 claim batches of ``--batch-size`` positions of it from one counter in torchrun's c10d store (``store.add``),
 so a fast rank takes more batches and no image is handed out twice. Each rank merges its entries into
 ``metrics.json`` under the folder's lock after writing its PNGs (:class:`pgdm.entrypoints.outputs.MetricsFile`), so the
@@ -133,7 +134,9 @@ def _restore_ranks(config: RestoreJobConfig, launch: Launch, device: torch.devic
     lead = launch.rank == 0
     job = RestoreJob(config, device, show_progress=lead)
     # a fresh key per call: a pipeline may run several jobs in one process group, on one store
-    token, indices, count = _broadcast((uuid.uuid4().hex, [i for i, _ in job.pending()], len(job.images)), launch)
+    # rank 0 lists the work with images of one size together, so each claim of --batch-size positions is one batch
+    pending = [i for i, _ in job.by_size(job.pending())] if lead else None
+    token, indices, count = _broadcast((uuid.uuid4().hex, pending, len(job.images)), launch)
     if count != len(job.images):
         raise ValueError(f"rank {launch.rank} on {socket.gethostname()} finds {len(job.images)} input images, rank 0 finds {count}")
     work: list[WorkItem] = [(i, job.images[i]) for i in indices]

@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 import torch
 
 from pgdm.grids import measurement_view, write_grid
-from pgdm.io import fit_size, is_colour, list_images, read_image, write_image
+from pgdm.io import fit_size, is_colour, list_images, open_image_checked, read_image, write_image
 from pgdm.measurements import image_shape_of, read_measurement
 from pgdm.methods import get_method
 from pgdm.metrics import consistency_rms, psnr, ssim
@@ -113,6 +113,26 @@ class RestoreJob:
             return list(enumerate(self.images))
         listed = self.metrics.read()
         return [(i, p) for i, p in enumerate(self.images) if not (self.targets[p].exists() and self.names[p] in listed)]
+
+    def by_size(self, work: Sequence[WorkItem]) -> list[WorkItem]:
+        """``work`` with the images of one size next to each other, sizes in order of first appearance and input order
+        within a size (from the files' headers; unreadable ones last, to fail when restored), so that consecutive
+        positions fill whole batches of one operator. The input order when --resize/--crop fits every image to
+        one size."""
+        if self.config.io.fit is not None:
+            return list(work)
+
+        def header_size(path: Path) -> tuple[int, int] | None:
+            try:
+                with open_image_checked(path, str(path)) as im:
+                    return im.size
+            except (ValueError, OSError, SyntaxError):
+                return None
+
+        sizes = [header_size(path) for _, path in work]
+        first = {size: k for k, size in reversed(list(enumerate(sizes)))}
+        order = sorted(range(len(work)), key=lambda k: (sizes[k] is None, first[sizes[k]], k))
+        return [work[k] for k in order]
 
     def _fail(self, message: str) -> None:
         self.failures.append(message)

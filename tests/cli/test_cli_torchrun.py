@@ -4,6 +4,7 @@ sizes, a killed rank then the same command, torchrun's restarts, two "nodes" on 
 Each test launches real torchrun agents in a bare environment, one thread per process. Waits poll the output
 folder a bounded number of times; the bound (30 min) is a hang guard, not a time limit.
 """
+import dataclasses
 import json
 import os
 import shutil
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from cli_helpers import run
 from PIL import Image
 
@@ -107,6 +109,26 @@ def mixed(tmp_path_factory):
         yy, xx = np.mgrid[:h, :w]
         Image.fromarray((127 + 100 * np.sin((xx + 3 * i) / 5.0) * np.cos(yy / 7.0)).astype(np.uint8), mode="L").save(folder / f"{name}.png")
     return folder
+
+
+def test_work_is_listed_with_images_of_one_size_together(mixed, model, tmp_path):
+    """What rank 0 hands out: sizes in order of first appearance, input order within a size, unreadable files
+    last; with --resize every image has the model's size and the input order stays."""
+    from pgdm.entrypoints.config import IOSettings, ModelSettings, RestoreJobConfig, TaskSettings
+    from pgdm.entrypoints.restore_job import RestoreJob
+
+    folder = tmp_path / "in"
+    shutil.copytree(mixed, folder)
+    (folder / "aaa_broken.png").write_bytes(b"not an image")
+    Image.new("L", (96, 64)).save(folder / "zz_wide.png")
+    Image.new("L", (32, 32)).save(folder / "tall3.png")  # listed between sizes it does not share
+    config = RestoreJobConfig(TaskSettings("sr2"), IOSettings((folder,), tmp_path / "out", simulate=True), model=ModelSettings(str(model)))
+    job = RestoreJob(config, torch.device("cpu"))
+    listed = [path.stem for _, path in job.pending()]
+    assert listed == ["aaa_broken", "square", "tall", "tall2", "tall3", "wide", "zz_wide"]  # input (name) order
+    assert [path.stem for _, path in job.by_size(job.pending())] == ["square", "tall3", "tall", "tall2", "wide", "zz_wide", "aaa_broken"]
+    fitted = RestoreJob(dataclasses.replace(config, io=dataclasses.replace(config.io, fit="resize")), torch.device("cpu"))
+    assert [path.stem for _, path in fitted.by_size(fitted.pending())] == listed
 
 
 def test_two_ranks_restore_images_of_mixed_sizes_each_at_its_own_size(mixed, model, tmp_path):

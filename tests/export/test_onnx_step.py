@@ -156,13 +156,20 @@ def test_the_export_command_writes_the_step_of_the_method_it_names(tmp_path, cap
 
 
 @pytest.mark.slow
-def test_the_tiled_step_of_a_non_square_canvas_restores_as_the_eager_canvas(tmp_path):
-    """A CanvasDenoiser's step at 20×28 (3×4 shifted tiles of 16, overlap 4; 24 network rows for a batch of 2): the
-    grid shift is hashed from t inside the graph, so ONNX Runtime's restore is the eager canvas restore up to
-    float32 rounding. One network call per step: exporting takes about 2 min on a busy 2-core CPU."""
-    canvas = CanvasDenoiser(tiny_denoiser(), "tiles", overlap=4, seed=3)
+def test_the_tiled_step_of_a_non_square_canvas_restores_as_the_eager_canvas(tmp_path, capsys):
+    """`pgdm export sr2 --canvas 20x28 --overlap 4`: a CanvasDenoiser's step at 20×28 (shifted tiles of 16 inside the
+    canvas, overlap 4: 3×3 of them, 18 network rows for a batch of 2): the grid shift is hashed from t inside the graph, so ONNX
+    Runtime's restore is the eager canvas restore up to float32 rounding. One network call per step: exporting
+    takes about 2 min on a busy 2-core CPU."""
+    from pgdm.entrypoints.cli import main
+    from pgdm.models import load_model
+    from tiny_model import save_tiny_model
+
+    model, path = save_tiny_model(tmp_path), tmp_path / "canvas.onnx"
+    assert main(["export", "sr2", "-o", str(path), "--model", str(model), "--batch-size", "2", "--canvas", "20x28", "--overlap", "4"]) == 0
+    assert "20×28" in capsys.readouterr().out
+    canvas = CanvasDenoiser(load_model(str(model)), "tiles", overlap=4)
     op = parse("sr2", (1, 20, 28))
-    path = export_step(canvas, op, tmp_path / "canvas.onnx", 2, canvas=(20, 28))
     runner = OnnxStepRestorer(path, canvas, steps=STEPS)
     assert runner.meta["pgdm.image"] == "1×20×28" and "tiles" in runner.meta["pgdm.canvas"]
     y = op(torch.rand(2, 1, 20, 28, generator=torch.Generator().manual_seed(4)) * 2 - 1)
@@ -182,7 +189,12 @@ def test_the_tiled_step_of_a_non_square_canvas_restores_as_the_eager_canvas(tmp_
         runner.run_plan(plan_sampling(canvas, other(torch.zeros(2, 1, 28, 20)), other, SamplerSettings(steps=STEPS)))
 
 
-def test_a_canvas_export_needs_a_canvas_denoiser_and_a_size():
+def test_a_canvas_export_needs_a_canvas_denoiser_and_a_size(capsys):
+    from pgdm.entrypoints.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["export", "sr2", "-o", "unused.onnx", "--canvas", "24by40"])
+    assert "expected HxW with two positive integers (e.g. 480x640), got '24by40'" in capsys.readouterr().err
     den, op = tiny_denoiser(), parse("sr2", (1, 24, 40))
     with pytest.raises(ValueError, match=r"canvas=\(24, 40\) needs a CanvasDenoiser"):
         export_step(den, op, "unused.onnx", 1, canvas=(24, 40))

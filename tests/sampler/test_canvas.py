@@ -72,10 +72,47 @@ def test_grid_covers_the_canvas_at_every_offset():
             assert g.lead >= overlap and g.lead + g.shift - 1 + size + overlap <= g.padded
 
 
-@pytest.mark.parametrize("strategy", ["tiles", "whole"])
+@pytest.mark.parametrize("shift", [False, True])
+@pytest.mark.parametrize("size, tile, overlap", [(37, 16, 4), (64, 32, 0), (96, 32, 0), (100, 32, 8), (17, 16, 15), (450, 32, 4), (33, 32, 8)])
+def test_clamped_grid_stays_inside_and_covers_the_canvas_at_every_offset(size, tile, overlap, shift):
+    g = CanvasGrid.build(size, tile, overlap, shift, clamped=True)
+    assert g.clamped and g.padded == size and g.lead == 0 and g.shift == (tile - overlap if shift else 1)
+    for offset in range(g.shift):
+        starts = [min(max(k * g.stride - offset, 0), size - tile) for k in range(g.count)]
+        assert starts[0] == 0 and starts[-1] == size - tile  # the outer tiles end on the canvas edges
+        covered = torch.zeros(size, dtype=torch.bool)
+        for a in starts:
+            covered[a : a + tile] = True
+        assert bool(covered.all())
+        for k in range(g.count - g.groups):  # tiles one class apart never overlap: the blend adds a class at once
+            assert starts[k + g.groups] - starts[k] >= tile, (offset, starts, g.groups)
+
+
+@pytest.mark.parametrize("shift", [False, True])
+def test_clamped_tiles_blend_as_a_direct_sum_over_the_tiles(shift):
+    """ε of a 21×30 canvas with tiles of 8 inside it, against the sum over its tiles written out in float64."""
+    net = LinearConv().double()
+    den = CanvasDenoiser(Denoiser(net, schedules.linear(1000), channels=1, image_size=8), "tiles", overlap=3, shift=shift, max_rows=5)
+    x = torch.randn(2, 1, 21, 30, dtype=torch.float64)
+    for step in (0, 417, 999):
+        t = torch.tensor([step, step])
+        gh, gw = den.grids(21, 30)
+        oy, ox = (int(den._offset_no_sync(t, g, axis)) for axis, g in enumerate((gh, gw)))
+        num, weight = torch.zeros_like(x), torch.zeros(21, 30, dtype=torch.float64)
+        window = den.window.double()  # the float32 buffer: sin² rounded once
+        for i in range(gh.count):
+            for j in range(gw.count):
+                a, b = min(max(i * 5 - oy, 0), 13), min(max(j * 5 - ox, 0), 22)
+                num[..., a : a + 8, b : b + 8] += net(x[..., a : a + 8, b : b + 8], t) * window
+                weight[a : a + 8, b : b + 8] += window
+        with torch.no_grad():
+            assert torch.allclose(den(x, t), num / weight, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("strategy, edges", [("tiles", "inside"), ("tiles", "reflect"), ("whole", "inside")])
 @pytest.mark.parametrize("shape", [(37, 53), (16, 40), (7, 5), (1, 1)])
-def test_pointwise_network_gives_the_same_eps_and_vjp_on_any_canvas(strategy, shape):
-    den = CanvasDenoiser(Denoiser(Pointwise(), schedules.linear(1000), channels=1, image_size=SIZE), strategy, overlap=5, max_rows=3)
+def test_pointwise_network_gives_the_same_eps_and_vjp_on_any_canvas(strategy, edges, shape):
+    den = CanvasDenoiser(Denoiser(Pointwise(), schedules.linear(1000), channels=1, image_size=SIZE), strategy, overlap=5, max_rows=3, edges=edges)
     x = torch.randn(2, 1, *shape, dtype=torch.float64, requires_grad=True)
     t = torch.tensor([300, 300])
     eps = den(x, t)
@@ -107,7 +144,7 @@ def test_grid_shift_is_a_pure_function_of_seed_and_timestep():
     assert torch.equal(a, b) and torch.allclose(a[1:2], one, atol=1e-6)
     gh, _ = den.grids(20, 30)
     offsets = {int(den._offset_no_sync(torch.tensor([s]), gh, 0)) for s in range(0, 1000, 37)}
-    assert offsets == set(range(gh.lead, gh.lead + 6)) and gh.shift == 6  # every offset in [0, stride) is drawn
+    assert offsets == set(range(6)) and gh.shift == 6  # every offset in [0, stride) is drawn
     other = CanvasDenoiser(Denoiser(LinearConv(), schedules.linear(1000), channels=1, image_size=8), "tiles", overlap=2, seed=1)
     assert [int(other._offset_no_sync(torch.tensor([s]), gh, 0)) for s in range(8)] != [int(den._offset_no_sync(torch.tensor([s]), gh, 0)) for s in range(8)]
 
