@@ -10,10 +10,11 @@ from .common import Coefficients, denoise, rows
 __all__ = ["ddnm_coefficients", "ddnm_step", "ddnm_plus_step"]
 
 
-def ddnm_coefficients(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor, eta: float = 0.85) -> dict[str, torch.Tensor]:
+def ddnm_coefficients(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor, eta: float = 1.0) -> dict[str, torch.Tensor]:
     """DDNM's per-step scalars, (N,) float64 (``t`` int64): t, alpha_t, alpha_s and, as DDNM's sampler writes
-    them, c1 = η √(1 − ᾱ_s) (fresh noise) and c2 = √(1 − ᾱ_s) √(1 − η²) (the network's ε). η = 0.85: DDNM's
-    ImageNet-256 setting."""
+    them, c1 = η √(1 − ᾱ_s) (fresh noise) and c2 = √(1 − ᾱ_s) √(1 − η²) (the network's ε). η = 1: tuned with
+    ``pgdm bench tune`` on Fashion-MNIST train images (DDNM's ImageNet-256 setting is 0.85, 0.2–0.6 dB lower there;
+    docs/methods.md)."""
     if not 0.0 <= eta <= 1.0:
         raise ValueError(f"eta must be in [0, 1], got {eta}")
     acp = alphas_cumprod.to(torch.float64)

@@ -47,13 +47,9 @@ def test_pigdm_ended_on_the_measurement(task):
         assert literal["residual"] > 1e-9 and ended["residual"] < 1e-9, (literal, ended)
 
 
-# DPS's ζ' for inpainting is tuned on images; the analytic prior at 20 steps needs a smaller one
-SPECS = {"dps": "dps:scale=1"}
-
-
 @pytest.mark.parametrize("method", list(M.METHODS))
 def test_every_method_lands_near_the_noisy_posterior(method):
-    cell = posterior_cell(MethodSpec.parse(SPECS.get(method, method)), "inpaint-noisy", steps=20, n=128)
+    cell = posterior_cell(MethodSpec.parse(method), "inpaint-noisy", steps=20, n=128)
     assert cell["sliced_w2"] < 6 * cell["floor"], cell
 
 
@@ -84,5 +80,5 @@ def test_dps_stepping_up_the_gradient_fails(monkeypatch):
         return M.dps_step(den, x, dict(coef, zeta=-coef["zeta"]), *args, **kw)
 
     _broken(monkeypatch, "dps", ascent)
-    cell = posterior_cell(MethodSpec.parse(SPECS["dps"]), "inpaint-noisy", steps=20, n=128)
+    cell = posterior_cell(MethodSpec.parse("dps"), "inpaint-noisy", steps=20, n=128)
     assert not cell["sliced_w2"] < 6 * cell["floor"], cell

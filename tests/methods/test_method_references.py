@@ -25,7 +25,7 @@ TASKS = {
     "blur-gaussian": lambda: Blur.gaussian(3, 0.8),
 }
 METHODS = ["pigdm", "rg", "dps", "ddnm", "ddnm+", "diffpir", "ddrm"]
-OPTIONS = {"pigdm": {"weight": 2.0}, "dps": {"scale": 0.5}, "ddrm": {"eta": 0.7, "eta_b": 0.9}}  # non-defaults where they matter
+OPTIONS = {"pigdm": {"weight": 2.0}, "dps": {"scale": 0.5}, "ddnm": {"eta": 0.7}, "ddrm": {"eta": 0.7, "eta_b": 0.9}}  # non-defaults where they matter (η < 1 keeps DDNM's ε term)
 
 
 def _reference(method, den, plan, H, opts):
@@ -61,7 +61,7 @@ def _reference(method, den, plan, H, opts):
             (grad,) = torch.autograd.grad((y - x0 @ H.T).norm(dim=1).sum(), xg)
             x = mean + ((1 - a_s) / (1 - a_t) * beta) ** 0.5 * z - opts["scale"] * grad
         elif method in ("ddnm", "ddnm+"):  # DDNM Alg. 1 (range–null-space), DDNM+ Eq. 17–19 (Σ = λI)
-            eta = opts.get("eta", 0.85)
+            eta = opts.get("eta", 1.0)
             c1, c2 = eta * (1 - a_s) ** 0.5, (1 - a_s) ** 0.5 * (1 - eta**2) ** 0.5
             rows = []
             for xb, yb, eb, zb, s in zip(x0, y, eps, z, sy.tolist()):
@@ -82,7 +82,7 @@ def _reference(method, den, plan, H, opts):
             eps_hat = (xg - a_t**0.5 * x0h) / (1 - a_t) ** 0.5
             x = a_s**0.5 * x0h + (1 - a_s) ** 0.5 * ((1 - zeta) ** 0.5 * eps_hat + zeta**0.5 * z)
         elif method == "ddrm":  # DDRM Eq. 7–8 in the dense SVD H = U diag(S) Vh
-            eta, eta_b = opts.get("eta", 0.85), opts.get("eta_b", 1.0)
+            eta, eta_b = opts.get("eta", 1.0), opts.get("eta_b", 1.0)
             U, S, Vh = torch.linalg.svd(H, full_matrices=True)
             s = torch.zeros(H.shape[1], dtype=H.dtype)
             s[: S.numel()] = torch.where(S > 1e-3 * S.max(), S, torch.zeros_like(S))

@@ -10,7 +10,7 @@ from pgdm.analytic import mixture_denoiser
 SHAPE = (1, 8, 8)
 # the reference code's values (DPS configs/*_config.yaml; DiffPIR main_ddpir_{inpainting,deblur}.py), and the values tuned on SR (DPS's ζ', DiffPIR's ζ)
 EXPECTED = {
-    ("dps", "inpaint-center"): {"scale": 10.0},
+    ("dps", "inpaint-center"): {"scale": 1.0},
     ("dps", "sr4"): {"scale": 3.0},
     ("dps", "blur-gaussian3"): {"scale": 0.3},
     ("diffpir", "inpaint-center"): {"lam": 1.0, "zeta": 1.0},
