@@ -55,10 +55,11 @@ def seam_ratio(x: torch.Tensor, den: CanvasDenoiser, t_last: int) -> float:
     t = torch.tensor([t_last])
     border_sum, border_n, other_sum, other_n = 0.0, 0, 0.0, 0
     for axis, grid in zip((2, 3), den.grids(h, w)):
-        start = int(den._offset_no_sync(t, grid, axis - 2))
+        starts, _, to_extent = den._layout(t, grid, axis - 2)  # tile starts in the extent; canvas → extent
+        at = 0 if to_extent is None else int(to_extent[0])  # the canvas's start in the extent
         edges = set()
-        for k in range(grid.count):  # tile k spans padded [k·stride, k·stride + tile) = canvas [· − start, …)
-            for e in (k * grid.stride - start, k * grid.stride + grid.tile - start):
+        for a in starts.tolist():  # tile k spans canvas [starts[k] − at, starts[k] − at + tile)
+            for e in (a - at, a - at + grid.tile):
                 if 0 < e < x.shape[axis]:
                     edges.add(e)
         diff = (x.narrow(axis, 1, x.shape[axis] - 1) - x.narrow(axis, 0, x.shape[axis] - 1)).abs()  # diff[i−1] = |x[i] − x[i−1]|
@@ -193,6 +194,7 @@ def quality_tasks(rows: int, cols: int, seed: int):
 
 CONFIGS = {
     "tiles": {},
+    "tiles-reflect": {"edges": "reflect"},  # tiles running over a mirrored margin past the canvas edge
     "tiles-fixed": {"shift": False},
     "tiles-aligned": {"shift": False, "overlap": 0},  # the grid on the mosaic's own images
     "whole": {"strategy": "whole"},
@@ -242,7 +244,8 @@ def quality(args) -> dict:
             for name, kw in CONFIGS.items():
                 if name not in args.configs:
                     continue
-                cden = CanvasDenoiser(den, kw.get("strategy", "tiles"), overlap=kw.get("overlap", 8), shift=kw.get("shift", True))
+                cden = CanvasDenoiser(den, kw.get("strategy", "tiles"), overlap=kw.get("overlap", 8), shift=kw.get("shift", True),
+                                      edges=kw.get("edges", "inside"))  # fmt: skip
                 start = time.perf_counter()
                 x = pgdm.Restorer(cden, steps=args.steps).restore(y_c, op_c, sigma, seed=args.seed, num_samples=args.samples)
                 row[name] = float(psnr(unmosaic(x, rows, cols), images).mean())

@@ -6,7 +6,7 @@ Every sampler runs the default model (``pgdm.load_model()``) on the same held-ou
 number of network evaluations (NFE), one sample per image, seed 0, eager float32. PSNR on [0, 1].
 
 Peers:
-  * DDRM: deepinv's ``sampling.DDRM`` given σ_t at pgdm's own timesteps, η = 0.85, η_b = 1, and a port of the
+  * DDRM: deepinv's ``sampling.DDRM`` given σ_t at pgdm's own timesteps and pgdm's η, η_b, and a port of the
     authors' ``efficient_generalized_steps`` (bahjat-kawar/ddrm, functions/denoising.py: its timestep grid
     ``range(0, 1000, 1000 // NFE)``, its spectral x_T, no clamp). deepinv 0.5 draws every DDRM noise with std
     σ_t/√2 while it hands the denoiser σ_t; the column "deepinv, full noise" reruns it with those draws scaled by
@@ -178,7 +178,8 @@ def posterior_table(dinv, nfes: list[int], n: int) -> None:
             restorer = pgdm.Restorer(den, steps=nfe, method="ddrm", clip_denoised=False)
             ours = pgdm.sampler.run_eager(den, restorer.plan(yn, op, sigma_y=sigma_y, seed=0)).flatten(1)  # unclamped
             ts = schedules.timesteps(nfe, acp.numel())
-            sampler = dinv.sampling.DDRM(vden, sigmas=((1 - acp[ts]) / acp[ts]).sqrt().numpy(), eta=0.85, etab=1.0)
+            opts = restorer.settings.method_options(op)
+            sampler = dinv.sampling.DDRM(vden, sigmas=((1 - acp[ts]) / acp[ts]).sqrt().numpy(), eta=opts["eta"], etab=opts["eta_b"])
             phys = SVDPhysics(op, SHAPE, float(sigma_to_model(sigma_y)), torch.float64)
             torch.manual_seed(0)
             shipped = sampler(yn, phys).flatten(1)
@@ -240,7 +241,7 @@ def main(argv=None) -> None:
                     ts = schedules.timesteps(nfe, acp.numel())
                     sig = ((1 - acp[ts]) / acp[ts]).sqrt().numpy()
                     phys = SVDPhysics(op, shape, 2 * sy)
-                    sampler = dinv.sampling.DDRM(vden, sigmas=sig, eta=0.85, etab=1.0)
+                    sampler = dinv.sampling.DDRM(vden, sigmas=sig, eta=opts["eta"], etab=opts["eta_b"])
                     with torch.no_grad():
                         peers["deepinv"] = score(sampler(y, phys))
                         torch.manual_seed(args.seed)
@@ -248,7 +249,7 @@ def main(argv=None) -> None:
                             peers["deepinv, full noise"] = score(sampler(y, phys))
                         if args.authors:
                             torch.manual_seed(args.seed)
-                            peers["authors' code"] = score(ddrm_authors(den, y, phys, 2 * sy, nfe))
+                            peers["authors' code"] = score(ddrm_authors(den, y, phys, 2 * sy, nfe, opts["eta"], opts["eta_b"]))
                 elif method == "dps":
                     physics = dinv.physics.LinearPhysics(A=op.forward, A_adjoint=op.adjoint)
                     sampler = dinv.sampling.DPS(VEDenoiser(den), num_steps=nfe, weight=opts["scale"], minus_one_one=False,
