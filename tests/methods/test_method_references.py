@@ -149,3 +149,17 @@ def test_a_broken_method_fails_its_reference(monkeypatch):
 
     monkeypatch.setattr(ddnm, "_ddnm", flipped)
     assert (run_eager(den, plan).flatten(1) - want).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_ddrm_ddnm_and_diffpir_are_one_sampler_when_noiseless_with_fresh_noise(task):
+    """Noiseless, η = 1 (DiffPIR: ζ = 1, its data step at ρ_t → 0): each puts x̂ on the measurement and adds only fresh
+    noise, so the three defaults give one sample from one plan (what makes their rows of the paper-metrics table
+    equal); DDNM with η = 0.85 does not where H has a null space (the blur here is full rank: h†(y) is all of x̂')."""
+    den, op, y = _setup(task, 0.0)
+    out = {}
+    for method, opts in [("ddrm", {}), ("ddnm", {}), ("diffpir", {"zeta": 1.0}), ("ddnm-0.85", {"eta": 0.85})]:
+        restorer = Restorer(den, steps=STEPS, clip_denoised=False, method=method.split("-")[0], options=opts)
+        out[method] = run_eager(den, restorer.plan(y, op, seed=[4, 5, 6])).flatten(1)
+    assert torch.allclose(out["ddrm"], out["ddnm"], atol=1e-8) and torch.allclose(out["diffpir"], out["ddnm"], atol=1e-8)
+    assert (out["ddnm-0.85"] - out["ddnm"]).abs().max() > (1e-3 if task != "blur-gaussian" else -1.0)
