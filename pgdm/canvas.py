@@ -9,7 +9,9 @@ Two strategies carry the network over the canvas:
 - ``whole``: the network runs once on the canvas, reflect-padded (equally on both sides) to the multiple of
   2^(downsamplings) the architecture needs, and ε is cropped back.
 - ``tiles``: overlapping tiles of the model's size (stride ``tile − overlap``) go through the network as rows of
-  one batch, at most ``max_rows`` at a time, and their ε are blended with a separable window that tapers as sin²
+  one batch, at most ``max_rows`` at a time (each call gathers its own tiles and adds its ε into the canvas, so
+  only one call's tiles exist at once and memory beyond the network's is a few canvas-sized tensors), and their
+  ε are blended with a separable window that tapers as sin²
   over the overlap, normalised by the windows' sum: ε(x) = Σ_k P_kᵀ(w ⊙ ε_θ(P_k x)) ⊘ Σ_k P_kᵀ w. By default
   (``edges="inside"``) the tiles stay inside the canvas, the first and last of each row and column ending on its
   edge, so no tile sees past it; ``reflect`` and ``circular`` pad the canvas instead and let tiles run over its
@@ -25,12 +27,12 @@ inside a step, fixed shapes per canvas size.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from . import validate
 from .denoiser import Denoiser
@@ -59,15 +61,15 @@ def size_multiple(net: nn.Module) -> int:
 
 
 def blend_window(tile: int, overlap: int, dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
-    """(tile, tile) separable window: 1 inside, sin²(π/2 · (i + ½)/overlap) over the first and last ``overlap``
-    pixels, so two tiles overlapping by ``overlap`` have weights summing to 1 there (sin² + cos² = 1). All ones
-    for ``overlap=0``; every entry > 0."""
+    """(tile,) window of one axis (the tiles' 2-D window is its outer product with itself): 1 inside, sin²(π/2 · (i + ½)/overlap) over the first and last ``overlap`` pixels, so two
+    tiles overlapping by ``overlap`` have weights summing to 1 there (sin² + cos² = 1). All ones for
+    ``overlap=0``; every entry > 0."""
     w = torch.ones(tile, dtype=torch.float64)
     if overlap > 0:
         ramp = torch.sin(0.5 * math.pi * (torch.arange(overlap, dtype=torch.float64) + 0.5) / overlap) ** 2
         w[:overlap] = ramp
         w[tile - overlap :] = torch.minimum(w[tile - overlap :], ramp.flip(0))
-    return (w[:, None] * w[None, :]).to(dtype=dtype, device=device)
+    return w.to(dtype=dtype, device=device)
 
 
 def _circular_no_sync(p: torch.Tensor, n: int) -> torch.Tensor:
@@ -203,7 +205,7 @@ class CanvasDenoiser(Denoiser):
         self.max_rows = validate.positive_int("max_rows", max_rows)
         self.seed = validate.integer("seed", seed)
         if self.tile is not None:
-            self.register_buffer("window", blend_window(self.tile, self.overlap, device=denoiser.alphas_cumprod.device), persistent=False)
+            self.register_buffer("window_1d", blend_window(self.tile, self.overlap, device=denoiser.alphas_cumprod.device), persistent=False)
 
     def extra_repr(self) -> str:
         return f"strategy={self.strategy}, tile={self.tile}, overlap={self.overlap}, shift={self.shift}, max_rows={self.max_rows}, edges={self.edges}"
@@ -292,32 +294,89 @@ class CanvasDenoiser(Denoiser):
         rx, cols, in_cols = self._layout(t, gw, 1)
         xp = x if rows is None else x.index_select(2, rows)
         xp = xp if cols is None else xp.index_select(3, cols)  # (B, C, Hp, Wp)
-        tiles = _gather_tiles(xp, ry, rx, self.tile)  # (B·nh·nw, C, T, T): all tiles at once, so the gather's
-        # transpose (one scatter into the canvas) runs once per VJP, not once per chunk
-        total = tiles.shape[0]
-        per_image = gh.count * gw.count
-        img = torch.arange(b, device=x.device).repeat_interleave(per_image)
-        labels = None if class_labels is None else class_labels[img]
-        t_rows = t[img]
-        window = self.window.to(x.device, x.dtype)
-        chunks = []
-        for start in range(0, total, self.max_rows):
-            part = slice(start, min(start + self.max_rows, total))
-            args = (tiles[part], t_rows[part], None if labels is None else labels[part], window)
-            if total > self.max_rows and _checkpointable(tiles):
-                chunks.append(checkpoint(self._windowed_eps, *args, use_reentrant=False))
-            else:
-                chunks.append(self._windowed_eps(*args))
-        eps_w = torch.cat(chunks).view(b, gh.count, gw.count, c, self.tile, self.tile).permute(0, 3, 1, 2, 4, 5)
-        num = _overlap_add(eps_w, ry, rx, gh, gw)  # (B, C, Hp, Wp)
-        den = _overlap_add(window.expand(1, 1, gh.count, gw.count, self.tile, self.tile), ry, rx, gh, gw)  # (1, 1, Hp, Wp)
-        eps_p = num / den
+        window_1d = self.window_1d.to(x.device, x.dtype)
+        window = window_1d[:, None] * window_1d[None, :]
+        blocks = functools.partial(self._sum_blocks, t=t, class_labels=class_labels, ry=ry, rx=rx, window=window, grids=(gh, gw))
+        several_calls = b * gh.count * gw.count > self.max_rows
+        if several_calls and _recomputable(xp) and not any(p.requires_grad for p in self.net.parameters()):
+            num = _RecomputedBlocks.apply(xp, blocks)
+        else:
+            num = blocks(xp)
+        eps_p = num / (_coverage(ry, gh, window_1d)[:, None] * _coverage(rx, gw, window_1d)[None, :])
         eps_p = eps_p if in_rows is None else eps_p.index_select(2, in_rows)
         return eps_p if in_cols is None else eps_p.index_select(3, in_cols)
 
-    def _windowed_eps(self, tiles: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor | None, window: torch.Tensor) -> torch.Tensor:
-        """w ⊙ ε_θ(tiles): (n, C, T, T) → (n, C, T, T)."""
-        return self.network(tiles, t, class_labels) * window
+    def _sum_blocks(
+        self, xp: torch.Tensor, grad: torch.Tensor | None = None, *, t: torch.Tensor, class_labels: torch.Tensor | None,
+        ry: torch.Tensor, rx: torch.Tensor, window: torch.Tensor, grids: tuple[CanvasGrid, CanvasGrid],
+    ) -> torch.Tensor:  # fmt: skip
+        """Without ``grad``: Σ_ij P_ijᵀ(w ⊙ ε_θ(P_ij xp)) over every tile (i, j) of every image, xp (B, C, Hp, Wp) →
+        (B, C, Hp, Wp). With ``grad`` (B, C, Hp, Wp): that sum's VJP, Σ_ij P_ijᵀ J_ijᵀ(w ⊙ P_ij grad), J_ij the
+        network's Jacobian at tile (i, j), each call's network run again under autograd. One network call per block
+        of :func:`_chunks`, each added in place into one canvas: memory beyond the network's is two canvases."""
+        gh, gw = grids
+        b, c = xp.shape[:2]
+        out = xp.new_zeros(xp.shape)
+        for images, blocks in _chunks(b, gh.count, gw.count, self.max_rows):
+            for i0, i1, j0, j1 in blocks:
+                ryb, rxb = ry[i0:i1], rx[j0:j1]
+                tiles = _gather_tiles(xp[images], ryb, rxb, self.tile)  # (b·ni·nj, C, T, T)
+                n_img, n = tiles.shape[0] // ((i1 - i0) * (j1 - j0)), (i1 - i0) * (j1 - j0)
+                t_rows = t[images].repeat_interleave(n)
+                labels = None if class_labels is None else class_labels[images].repeat_interleave(n)
+                if grad is None:
+                    vals = self.network(tiles, t_rows, labels) * window
+                else:
+                    with torch.enable_grad():
+                        tiles = tiles.detach().requires_grad_()
+                        eps_w = self.network(tiles, t_rows, labels) * window
+                        (vals,) = torch.autograd.grad(eps_w, tiles, _gather_tiles(grad[images], ryb, rxb, self.tile))
+                vals = vals.view(n_img, i1 - i0, j1 - j0, c, self.tile, self.tile).permute(0, 3, 1, 2, 4, 5)
+                _overlap_add(vals, ryb, rxb, gh, gw, out[images])
+        return out
+
+
+class _RecomputedBlocks(torch.autograd.Function):
+    """``blocks(xp)`` with its backward ``blocks(xp, grad)``: each network call's activations are recomputed in
+    the backward pass instead of being kept (a checkpoint per call), and both passes add every call's result in
+    place into one canvas, so neither keeps more than one call's tiles at a time."""
+
+    @staticmethod
+    def forward(ctx, xp: torch.Tensor, blocks) -> torch.Tensor:
+        ctx.blocks = blocks
+        ctx.save_for_backward(xp)
+        with torch.no_grad():
+            return blocks(xp)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (xp,) = ctx.saved_tensors
+        return ctx.blocks(xp.detach(), grad), None
+
+
+def _chunks(images: int, nh: int, nw: int, max_rows: int) -> list[tuple[slice, list[tuple[int, int, int, int]]]]:
+    """How the tiles of ``images`` canvases of nh × nw tiles go through the network at most ``max_rows`` at a time:
+    (a slice of the images, the blocks (i0, i1, j0, j1) of their grid), each block of each slice one network call.
+    Whole grids of several images when one grid fits; otherwise one image at a time in blocks of whole grid rows
+    (or of parts of one row when a row alone is larger), so only one call's tiles exist at once."""
+    per_image = nh * nw
+    if per_image <= max_rows:
+        step = max_rows // per_image
+        return [(slice(s, min(s + step, images)), [(0, nh, 0, nw)]) for s in range(0, images, step)]
+    if nw <= max_rows:
+        step = max_rows // nw
+        blocks = [(i, min(i + step, nh), 0, nw) for i in range(0, nh, step)]
+    else:
+        blocks = [(i, i + 1, j, min(j + max_rows, nw)) for i in range(nh) for j in range(0, nw, max_rows)]
+    return [(slice(s, s + 1), blocks) for s in range(images)]
+
+
+def _coverage(starts: torch.Tensor, grid: CanvasGrid, window_1d: torch.Tensor) -> torch.Tensor:
+    """Σ_k w(p − starts[k]) at every extent position p along one axis: (grid.padded,). The 2-D windows' sum is the
+    product of the two axes' coverages, as the window is separable and the tiles form a product grid."""
+    pos = torch.arange(grid.padded, device=starts.device)[None, :] - starts[:, None]  # (count, padded)
+    inside = (pos >= 0) & (pos < grid.tile)
+    return torch.where(inside, window_1d[pos.clamp(0, grid.tile - 1)], 0).sum(0)
 
 
 def _gather_tiles(xp: torch.Tensor, ry: torch.Tensor, rx: torch.Tensor, tile: int) -> torch.Tensor:
@@ -334,29 +393,29 @@ def _gather_tiles(xp: torch.Tensor, ry: torch.Tensor, rx: torch.Tensor, tile: in
     return xp[bi, ch, ri, ci].view(-1, c, tile, tile)
 
 
-def _overlap_add(vals: torch.Tensor, ry: torch.Tensor, rx: torch.Tensor, gh: CanvasGrid, gw: CanvasGrid) -> torch.Tensor:
+def _overlap_add(vals: torch.Tensor, ry: torch.Tensor, rx: torch.Tensor, gh: CanvasGrid, gw: CanvasGrid, out: torch.Tensor) -> None:
     """Σ_(i, j) of tile (i, j) of ``vals`` (B, C, nh, nw, T, T) placed at rows [ry[i], ry[i] + T) and columns
     [rx[j], rx[j] + T) of a zero (B, C, gh.padded, gw.padded) extent: the transpose of :func:`_gather_tiles`. The
     tiles are added one class of (i mod gh.groups, j mod gw.groups) at a time: inside a class no two tiles overlap,
-    so every pixel takes at most one addition per pass and the sum's order is the same on every device and run."""
+    so every pixel takes at most one addition per pass and the sum's order is the same on every device and run.
+    Added in place into ``out``, a contiguous (B, C, gh.padded, gw.padded) tensor."""
     b, c, nh, nw, tile, _ = vals.shape
-    hp, wp = gh.padded, gw.padded
+    wp = gw.padded
     span = torch.arange(tile, device=vals.device)
-    out = vals.new_zeros(b, c, hp * wp)
-    for gi in range(gh.groups):
+    flat = out.view(b, c, -1)
+    for gi in range(min(gh.groups, nh)):
         ii = torch.arange(gi, nh, gh.groups, device=vals.device)
         rows = (ry[ii][:, None] + span)[:, None, :, None] * wp  # (ni, 1, T, 1)
-        for gj in range(gw.groups):
+        for gj in range(min(gw.groups, nw)):
             jj = torch.arange(gj, nw, gw.groups, device=vals.device)
             idx = rows + (rx[jj][:, None] + span)[None, :, None, :]  # (ni, nj, T, T) flat extent positions
             part = vals.index_select(2, ii).index_select(3, jj)  # (B, C, ni, nj, T, T)
-            out.index_add_(2, idx.reshape(-1), part.reshape(b, c, -1))
-    return out.view(b, c, hp, wp)
+            flat.index_add_(2, idx.reshape(-1), part.reshape(b, c, -1))
 
 
-def _checkpointable(x: torch.Tensor) -> bool:
-    """Autograd will differentiate through x, by the tape (not torch.func transforms, not dynamo tracing, which
-    do not take checkpoint's saved-tensor hooks)."""
+def _recomputable(x: torch.Tensor) -> bool:
+    """Autograd will differentiate through x by the tape, where :class:`_RecomputedBlocks` applies (not under
+    torch.func transforms or dynamo tracing, which differentiate the plain sum)."""
     if torch.compiler.is_compiling() or torch._C._functorch.peek_interpreter_stack() is not None:
         return False
     return torch.is_grad_enabled() and x.requires_grad

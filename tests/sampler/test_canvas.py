@@ -58,9 +58,9 @@ def test_size_multiple_counts_downsamplings(tiny):
 
 
 def test_window_is_a_partition_of_unity_over_the_overlap():
-    w = blend_window(16, 6, torch.float64)[8]  # a middle row: the 1-D window
+    w = blend_window(16, 6, torch.float64)
     assert torch.allclose(w[10:] + w[:6], torch.ones(6, dtype=torch.float64))  # tile k's tail + tile k+1's head
-    assert bool((w > 0).all()) and torch.equal(blend_window(8, 0), torch.ones(8, 8))
+    assert bool((w > 0).all()) and torch.equal(blend_window(8, 0), torch.ones(8))
 
 
 def test_grid_covers_the_canvas_at_every_offset():
@@ -99,7 +99,8 @@ def test_clamped_tiles_blend_as_a_direct_sum_over_the_tiles(shift):
         gh, gw = den.grids(21, 30)
         oy, ox = (int(den._offset_no_sync(t, g, axis)) for axis, g in enumerate((gh, gw)))
         num, weight = torch.zeros_like(x), torch.zeros(21, 30, dtype=torch.float64)
-        window = den.window.double()  # the float32 buffer: sin² rounded once
+        w1 = den.window_1d.double()  # the float32 buffer: sin² rounded once
+        window = w1[:, None] * w1[None, :]
         for i in range(gh.count):
             for j in range(gw.count):
                 a, b = min(max(i * 5 - oy, 0), 13), min(max(j * 5 - ox, 0), 22)
@@ -118,20 +119,27 @@ def test_pointwise_network_gives_the_same_eps_and_vjp_on_any_canvas(strategy, ed
     eps = den(x, t)
     assert torch.allclose(eps, Pointwise()(x, t), atol=1e-12, rtol=0)  # normalised blend of equal predictions, reflected edges cropped
     v = torch.randn_like(eps)
-    (g,) = torch.autograd.grad(eps, x, v)  # through the checkpointed chunks (9+ tiles per image, 3 per call)
+    (g,) = torch.autograd.grad(eps, x, v)  # through the recomputed calls (9+ tiles per image, 3 per call)
     assert torch.allclose(g, Pointwise()(v, t), atol=1e-12, rtol=0)
 
 
+@pytest.mark.parametrize("frozen", [True, False])
 @pytest.mark.parametrize("shift", [False, True])
-def test_vjp_through_the_blend_is_the_transpose_of_the_tiled_map(shift):
-    net = LinearConv().double()
+def test_vjp_through_the_blend_is_the_transpose_of_the_tiled_map(shift, frozen):
+    """Frozen weights: the blocks' activations are recomputed in the backward pass (_RecomputedBlocks); trainable
+    weights: the plain tape, which also gives them their gradient."""
+    net = LinearConv().double().requires_grad_(not frozen)
     den = CanvasDenoiser(Denoiser(net, schedules.linear(1000), channels=1, image_size=8), "tiles", overlap=3, shift=shift, max_rows=4)
     t = torch.tensor([123])
-    A = dense(lambda x: den(x, t), (1, 13, 19))  # the tiled ε as a matrix, column by column
+    with torch.no_grad():
+        A = dense(lambda x: den(x, t), (1, 13, 19))  # the tiled ε as a matrix, column by column
     x = torch.randn(1, 1, 13, 19, dtype=torch.float64, requires_grad=True)
     v = torch.randn(1, 1, 13, 19, dtype=torch.float64)
-    (g,) = torch.autograd.grad(den(x, t), x, v)
-    assert torch.allclose(g.flatten(), A.T @ v.flatten(), atol=1e-12)
+    eps = den(x, t)
+    assert (type(eps.grad_fn.next_functions[0][0]).__name__ == "_RecomputedBlocksBackward") == frozen
+    g = torch.autograd.grad(eps, [x, *(p for p in net.parameters() if p.requires_grad)], v)
+    assert torch.allclose(g[0].flatten(), A.T @ v.flatten(), atol=1e-12)
+    assert len(g) == (1 if frozen else 2) and bool(g[-1].abs().sum() > 0)
 
 
 def test_grid_shift_is_a_pure_function_of_seed_and_timestep():
@@ -185,7 +193,7 @@ def test_restorer_takes_any_size_and_every_strategy(tiny):
 
 
 def test_inference_mode_and_functorch_vjp_run_the_tiles(tiny):
-    """The engine's compiled path differentiates with torch.func.vjp; the chunks are not checkpointed there."""
+    """The engine's compiled path differentiates with torch.func.vjp; the calls are not recomputed there."""
     den = CanvasDenoiser(tiny, overlap=4, max_rows=2)
     x = torch.randn(1, 1, 20, 28)
     t = torch.tensor([500])
