@@ -48,6 +48,8 @@ def add_parser(subparsers) -> None:
     q.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
     q.add_argument("--inception-weights", metavar="FILE", help="local FID Inception weights (pt_inception-2015-12-05-6726825d.pth) for "
                    "FID/KID with torchmetrics' Inception network; without it 32×32 grayscale images use the shipped Fashion-MNIST classifier")  # fmt: skip
+    q.add_argument("--lpips-weights", metavar="FILE", help="local torchvision AlexNet weights (alexnet-owt-7be5be79.pth) for LPIPS; "
+                   "without it LPIPS is left out with a note")  # fmt: skip
     q.add_argument("-o", "--output", required=True, type=Path, help="output folder (resumable)")
     q.add_argument("--quiet", action="store_true", help="no progress bar")
     q.set_defaults(run=run_quality)
@@ -82,7 +84,8 @@ def run_quality(args) -> int:
     import pgdm.engine as E
 
     from pgdm.models import load_model
-    from .quality import distribution_scorer, load_images, lpips_available, mark_frontier, quality_cell, threads_note
+    from pgdm.lpips import LPIPS, lpips_unavailable
+    from .quality import distribution_scorer, load_images, mark_frontier, quality_cell, threads_note
 
     methods, steps = _grid(args)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
@@ -93,6 +96,8 @@ def run_quality(args) -> int:
     den = load_model(args.model).to(args.device).eval()
     images = load_images(args.data, args.n, den.channels, den.image_size)
     scorer, scorer_note = distribution_scorer(args.data, images, args.inception_weights)
+    lpips_note = lpips_unavailable(args.lpips_weights)
+    lpips = LPIPS(args.lpips_weights).to(args.device) if lpips_note is None else None
     engines: dict[tuple, E.Engine] = {}
 
     def engine_for(spec: MethodSpec, n_steps: int) -> E.Engine:
@@ -106,7 +111,7 @@ def run_quality(args) -> int:
     cells = [dict(method=m.label, task=t, steps=s, sigma_y=sy, n=args.n, spec=m) for m in methods for s in steps for t in tasks for sy in sigmas]
     todo = [c for c in cells if not store.done(c)]
     for c in tqdm(todo, desc="bench quality", unit="cell", disable=args.quiet):
-        store.add(quality_cell(engine_for, c["spec"], c["task"], c["steps"], c["sigma_y"], images, args.batch_size, args.device, scorer))
+        store.add(quality_cell(engine_for, c["spec"], c["task"], c["steps"], c["sigma_y"], images, args.batch_size, args.device, scorer, lpips))
     grid = {store.key(c) for c in cells}  # then the folder's other finished cells at this n: several grids, one table
     rows = [dict(store.rows[store.key(c)]) for c in cells]
     rows += [dict(r) for k, r in store.rows.items() if k not in grid and r["n"] == args.n]
@@ -117,8 +122,8 @@ def run_quality(args) -> int:
              "seconds_per_image excludes compile_seconds (the engine's warm-up)", scorer_note,
              "frontier: the metrics on whose quality-per-second frontier the cell lies (within its task and σ_y, no cell is "
              "as fast and as good)"]  # fmt: skip
-    if (reason := lpips_available()) is not None:
-        notes.append(reason)
+    if lpips_note is not None:
+        notes.append(lpips_note + " (--lpips-weights FILE)")
     write_tables(args.output, rows, QUALITY_COLUMNS, "pgdm bench quality", notes)
     for y in QUALITY_PLOTS:
         plot_lines(args.output / f"{y}_vs_nfe.png", rows, "nfe", y, "task", "method", "sigma_y")

@@ -3,18 +3,16 @@
 Per cell: PSNR and SSIM (torchmetrics, [0, 1] scale); the paper's distribution metrics against the clean images
 (:func:`distribution_scorer`): on 32×32 grayscale images classifier accuracy (CA, with Fashion-MNIST labels),
 FID and KID (± its std over subsets) in the shipped Fashion-MNIST classifier's feature space, on other images
-Inception FID/KID from a local weights file; LPIPS when torchvision and its AlexNet weights are present locally
-(never downloaded); measurement consistency ‖h(x̂) − y‖ (RMS, [-1, 1] scale), NFE (network evaluations per
+Inception FID/KID from a local weights file; LPIPS from a local AlexNet weights file (:mod:`pgdm.lpips`; never
+downloaded); measurement consistency ‖h(x̂) − y‖ (RMS, [-1, 1] scale), NFE (network evaluations per
 image; VJP methods also run one backward per step) and seconds per image (after compiling, which is reported
 apart). :func:`mark_frontier` marks, per task and σ_y, the cells on each metric's quality-per-second frontier. Measurements are h(x) plus N(0, σ_y²) noise (``pgdm.ops.GaussianNoise``, seed 0); every method
 gets the same images, measurements and sampler seeds.
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import time
-from pathlib import Path
 
 import torch
 
@@ -24,7 +22,7 @@ from pgdm.io import list_images, read_image
 from pgdm.operators import GaussianNoise, parse
 from .cells import MethodSpec
 
-__all__ = ["load_images", "distribution_scorer", "lpips_available", "quality_cell", "mark_frontier", "FRONTIER_METRICS"]
+__all__ = ["load_images", "distribution_scorer", "quality_cell", "mark_frontier", "FRONTIER_METRICS"]
 
 # Metrics whose quality-per-second frontier is marked, and whether higher is better.
 FRONTIER_METRICS = {"psnr": True, "ca": True, "fid": False, "kid": False}
@@ -68,27 +66,11 @@ def distribution_scorer(data: str, images: torch.Tensor, inception_weights: str 
         f"the {images.shape[0]} clean images; KID: mean ± std over 100 subsets of {min(1000, images.shape[0] // 2)}")
 
 
-def lpips_available() -> str | None:
-    """None when LPIPS can run offline, else the reason it is left out."""
-    if importlib.util.find_spec("torchvision") is None:
-        return "LPIPS left out: it needs torchvision and its AlexNet weights, which are not installed here (never downloaded at run time)"
-    weights = Path(torch.hub.get_dir()) / "checkpoints" / "alexnet-owt-7be5be79.pth"
-    if not weights.exists():
-        return f"LPIPS left out: AlexNet weights not found at {weights} (never downloaded at run time)"
-    return None
-
-
-def _lpips(x: torch.Tensor, ref: torch.Tensor) -> float:
-    from torchmetrics.functional.image import learned_perceptual_image_patch_similarity as lpips
-
-    rgb = lambda t: t.float().cpu().clamp(-1, 1).expand(-1, 3, -1, -1)  # noqa: E731
-    return float(lpips(rgb(x), rgb(ref), net_type="alex", normalize=False))
-
-
 def quality_cell(engine_for, spec: MethodSpec, task: str, steps: int, sigma_y: float, images: torch.Tensor, batch_size: int, device: str,
-                 scorer=None) -> dict:  # fmt: skip
+                 scorer=None, lpips=None) -> dict:  # fmt: skip
     """One cell. ``engine_for(spec, steps)`` returns the (cached) engine for that method and step count; ``scorer``
-    (from :func:`distribution_scorer`) adds the distribution metrics."""
+    (from :func:`distribution_scorer`) adds the distribution metrics, ``lpips`` (a :class:`pgdm.lpips.LPIPS`) the
+    mean LPIPS to the clean images."""
     row = {"method": spec.label, "task": task, "steps": steps, "sigma_y": sigma_y, "n": images.shape[0]}
     op = parse(task, tuple(images.shape[1:])).to(device)
     try:
@@ -125,8 +107,8 @@ def quality_cell(engine_for, spec: MethodSpec, task: str, steps: int, sigma_y: f
     }
     if scorer is not None:
         row |= scorer(x)
-    if lpips_available() is None:
-        row["lpips"] = _lpips(x, clean)
+    if lpips is not None:
+        row["lpips"] = float(lpips(x, clean).mean())
     return row
 
 
