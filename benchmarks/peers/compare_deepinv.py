@@ -14,7 +14,8 @@ Peers:
   * DPS: deepinv's ``sampling.DPS`` (DDPM solver, ``num_steps`` = NFE, ``weight`` = ζ', images in [-1, 1]).
   * DiffPIR: deepinv's ``sampling.DiffPIR`` (``max_iter`` = NFE, its own quadratic timestep grid, λ and ζ).
 
-Both sides use the same options: pgdm's per-task defaults unless ``--dps-scale`` / ``--diffpir`` override them.
+Both sides use the same options: pgdm's per-task defaults unless ``--pgdm-options`` overrides them;
+``--deepinv-dps-weights`` runs deepinv's DPS at several weights (its ζ' enters its SDE step, not pgdm's update).
 deepinv is a peer only, never a dependency of pgdm: install it beside torch with ``pip install --no-deps deepinv
 natsort h5py``. It imports torchvision at start-up; a torchvision whose C++ ops do not match the installed torch
 (a CUDA wheel beside CPU torch) can be put on ``--peer-site DIR`` (``pip install --no-deps --target DIR
@@ -200,6 +201,8 @@ def main(argv=None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--peer-site", help="a folder put on sys.path for deepinv's torchvision")
     p.add_argument("--posterior", action="store_true", help="DDRM on the analytic prior (sliced W2) instead of the images")
+    p.add_argument("--deepinv-dps-weights", default="", help="comma-separated weights for deepinv's DPS, each a column "
+                   "(default: pgdm's ζ' for the task), to find deepinv's best weight")
     p.add_argument("--pgdm-options", default="", help="METHOD:OPT=V[,…];… extra pgdm options, e.g. 'ddrm:eta=1'")
     args = p.parse_args(argv)
     dinv = import_deepinv(args.peer_site)
@@ -252,9 +255,10 @@ def main(argv=None) -> None:
                             peers["authors' code"] = score(ddrm_authors(den, y, phys, 2 * sy, nfe, opts["eta"], opts["eta_b"]))
                 elif method == "dps":
                     physics = dinv.physics.LinearPhysics(A=op.forward, A_adjoint=op.adjoint)
-                    sampler = dinv.sampling.DPS(VEDenoiser(den), num_steps=nfe, weight=opts["scale"], minus_one_one=False,
-                                                rng=torch.Generator().manual_seed(args.seed))  # fmt: skip
-                    peers[f"deepinv ζ'={opts['scale']:g}"] = score(sampler(y, physics, x_init=(x.shape[0], *shape)))
+                    for weight in [float(v) for v in args.deepinv_dps_weights.split(",") if v] or [opts["scale"]]:
+                        sampler = dinv.sampling.DPS(VEDenoiser(den), num_steps=nfe, weight=weight, minus_one_one=False,
+                                                    rng=torch.Generator().manual_seed(args.seed))  # fmt: skip
+                        peers[f"deepinv ζ'={weight:g}"] = score(sampler(y, physics, x_init=(x.shape[0], *shape)))
                 elif method == "diffpir":
                     # deepinv's DiffPIR: images in [0, 1], its denoiser D(x, σ) on that scale, ρ_t = λσ_n²/σ̄_t² with
                     # σ_n on [0, 1] and σ̄_t on [-1, 1], and a data step argmin ‖Hx − y‖² + 2ρ_t‖x − x̂‖² (the prox
