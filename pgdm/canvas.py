@@ -297,26 +297,27 @@ class CanvasDenoiser(Denoiser):
         window_1d = self.window_1d.to(x.device, x.dtype)
         window = window_1d[:, None] * window_1d[None, :]
         blocks = functools.partial(self._sum_blocks, t=t, class_labels=class_labels, ry=ry, rx=rx, window=window, grids=(gh, gw))
-        several_calls = b * gh.count * gw.count > self.max_rows
-        if several_calls and _recomputable(xp) and not any(p.requires_grad for p in self.net.parameters()):
-            num = _RecomputedBlocks.apply(xp, blocks)
+        if b * gh.count * gw.count > self.max_rows and _recomputable(xp):  # several network calls, by the tape
+            num = _RecomputedBlocks.apply(xp, blocks, *(p for p in self.net.parameters() if p.requires_grad))
         else:
-            num = blocks(xp)
+            num, _ = blocks(xp)
         eps_p = num / (_coverage(ry, gh, window_1d)[:, None] * _coverage(rx, gw, window_1d)[None, :])
         eps_p = eps_p if in_rows is None else eps_p.index_select(2, in_rows)
         return eps_p if in_cols is None else eps_p.index_select(3, in_cols)
 
     def _sum_blocks(
-        self, xp: torch.Tensor, grad: torch.Tensor | None = None, *, t: torch.Tensor, class_labels: torch.Tensor | None,
-        ry: torch.Tensor, rx: torch.Tensor, window: torch.Tensor, grids: tuple[CanvasGrid, CanvasGrid],
-    ) -> torch.Tensor:  # fmt: skip
-        """Without ``grad``: Σ_ij P_ijᵀ(w ⊙ ε_θ(P_ij xp)) over every tile (i, j) of every image, xp (B, C, Hp, Wp) →
-        (B, C, Hp, Wp). With ``grad`` (B, C, Hp, Wp): that sum's VJP, Σ_ij P_ijᵀ J_ijᵀ(w ⊙ P_ij grad), J_ij the
-        network's Jacobian at tile (i, j), each call's network run again under autograd. One network call per block
-        of :func:`_chunks`, each added in place into one canvas: memory beyond the network's is two canvases."""
+        self, xp: torch.Tensor, grad: torch.Tensor | None = None, params: tuple[torch.Tensor, ...] = (), *,
+        t: torch.Tensor, class_labels: torch.Tensor | None, ry: torch.Tensor, rx: torch.Tensor, window: torch.Tensor,
+        grids: tuple[CanvasGrid, CanvasGrid],
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:  # fmt: skip
+        """Without ``grad``: (Σ_ij P_ijᵀ(w ⊙ ε_θ(P_ij xp)) over every tile (i, j) of every image, ()), xp (B, C, Hp,
+        Wp) → (B, C, Hp, Wp). With ``grad`` (B, C, Hp, Wp): that sum's VJP, (Σ_ij P_ijᵀ J_ijᵀ(w ⊙ P_ij grad), the
+        VJP's gradients of ``params``, network weights), J_ij the network's Jacobian at tile (i, j), each call's
+        network run again under autograd. One network call per block of :func:`_chunks`, each added in place into
+        one canvas: memory beyond the network's is two canvases."""
         gh, gw = grids
         b, c = xp.shape[:2]
-        out = xp.new_zeros(xp.shape)
+        out, param_grads = xp.new_zeros(xp.shape), ()
         for images, blocks in _chunks(b, gh.count, gw.count, self.max_rows):
             for i0, i1, j0, j1 in blocks:
                 ryb, rxb = ry[i0:i1], rx[j0:j1]
@@ -330,28 +331,32 @@ class CanvasDenoiser(Denoiser):
                     with torch.enable_grad():
                         tiles = tiles.detach().requires_grad_()
                         eps_w = self.network(tiles, t_rows, labels) * window
-                        (vals,) = torch.autograd.grad(eps_w, tiles, _gather_tiles(grad[images], ryb, rxb, self.tile))
+                        vals, *grads = torch.autograd.grad(eps_w, (tiles, *params), _gather_tiles(grad[images], ryb, rxb, self.tile),
+                                                           allow_unused=True, materialize_grads=True)  # fmt: skip
+                    param_grads = tuple(grads) if not param_grads else tuple(a + g for a, g in zip(param_grads, grads))
                 vals = vals.view(n_img, i1 - i0, j1 - j0, c, self.tile, self.tile).permute(0, 3, 1, 2, 4, 5)
                 _overlap_add(vals, ryb, rxb, gh, gw, out[images])
-        return out
+        return out, param_grads
 
 
 class _RecomputedBlocks(torch.autograd.Function):
-    """``blocks(xp)`` with its backward ``blocks(xp, grad)``: each network call's activations are recomputed in
-    the backward pass instead of being kept (a checkpoint per call), and both passes add every call's result in
-    place into one canvas, so neither keeps more than one call's tiles at a time."""
+    """``blocks(xp)`` (:meth:`CanvasDenoiser._sum_blocks` bound to one step) whose backward is ``blocks(xp, grad,
+    params)``: each network call's activations are recomputed in the backward pass instead of being kept (a
+    checkpoint per call), both passes add every call's result in place into one canvas, so neither keeps more than
+    one call's tiles at a time, and ``params`` (the network's trainable weights) get their gradients too."""
 
     @staticmethod
-    def forward(ctx, xp: torch.Tensor, blocks) -> torch.Tensor:
+    def forward(ctx, xp: torch.Tensor, blocks, *params: torch.Tensor) -> torch.Tensor:
         ctx.blocks = blocks
-        ctx.save_for_backward(xp)
+        ctx.save_for_backward(xp, *params)
         with torch.no_grad():
-            return blocks(xp)
+            return blocks(xp)[0]
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        (xp,) = ctx.saved_tensors
-        return ctx.blocks(xp.detach(), grad), None
+        xp, *params = ctx.saved_tensors
+        grad_xp, grad_params = ctx.blocks(xp.detach(), grad, tuple(params))
+        return grad_xp, None, *grad_params
 
 
 def _chunks(images: int, nh: int, nw: int, max_rows: int) -> list[tuple[slice, list[tuple[int, int, int, int]]]]:
