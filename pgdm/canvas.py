@@ -316,9 +316,11 @@ class CanvasDenoiser(Denoiser):
         network run again under autograd. One network call per block of :func:`_chunks`, each added in place into
         one canvas: memory beyond the network's is two canvases."""
         gh, gw = grids
-        b, c = xp.shape[:2]
-        out, param_grads = xp.new_zeros(xp.shape), ()
-        for images, blocks in _chunks(b, gh.count, gw.count, self.max_rows):
+        c, hp, wp = xp.shape[1:]
+        sums, param_grads = [], ()
+        for images, blocks in _chunks(xp.shape[0], gh.count, gw.count, self.max_rows):
+            out = xp.new_zeros(images.stop - images.start, c, hp * wp)  # its own tensor, not a view: the in-place adds
+            # trace as plain index_add (torch.compile, ONNX) where adding into a slice would not
             for i0, i1, j0, j1 in blocks:
                 ryb, rxb = ry[i0:i1], rx[j0:j1]
                 tiles = _gather_tiles(xp[images], ryb, rxb, self.tile)  # (b·ni·nj, C, T, T)
@@ -335,8 +337,9 @@ class CanvasDenoiser(Denoiser):
                                                            allow_unused=True, materialize_grads=True)  # fmt: skip
                     param_grads = tuple(grads) if not param_grads else tuple(a + g for a, g in zip(param_grads, grads))
                 vals = vals.view(n_img, i1 - i0, j1 - j0, c, self.tile, self.tile).permute(0, 3, 1, 2, 4, 5)
-                _overlap_add(vals, ryb, rxb, gh, gw, out[images])
-        return out, param_grads
+                _overlap_add(vals, ryb, rxb, gh, gw, out)
+            sums.append(out.view(-1, c, hp, wp))
+        return (sums[0] if len(sums) == 1 else torch.cat(sums)), param_grads
 
 
 class _RecomputedBlocks(torch.autograd.Function):
@@ -403,11 +406,10 @@ def _overlap_add(vals: torch.Tensor, ry: torch.Tensor, rx: torch.Tensor, gh: Can
     [rx[j], rx[j] + T) of a zero (B, C, gh.padded, gw.padded) extent: the transpose of :func:`_gather_tiles`. The
     tiles are added one class of (i mod gh.groups, j mod gw.groups) at a time: inside a class no two tiles overlap,
     so every pixel takes at most one addition per pass and the sum's order is the same on every device and run.
-    Added in place into ``out``, a contiguous (B, C, gh.padded, gw.padded) tensor."""
+    Added in place into ``out``, a (B, C, gh.padded · gw.padded) tensor."""
     b, c, nh, nw, tile, _ = vals.shape
     wp = gw.padded
     span = torch.arange(tile, device=vals.device)
-    flat = out.view(b, c, -1)
     for gi in range(min(gh.groups, nh)):
         ii = torch.arange(gi, nh, gh.groups, device=vals.device)
         rows = (ry[ii][:, None] + span)[:, None, :, None] * wp  # (ni, 1, T, 1)
@@ -415,7 +417,7 @@ def _overlap_add(vals: torch.Tensor, ry: torch.Tensor, rx: torch.Tensor, gh: Can
             jj = torch.arange(gj, nw, gw.groups, device=vals.device)
             idx = rows + (rx[jj][:, None] + span)[None, :, None, :]  # (ni, nj, T, T) flat extent positions
             part = vals.index_select(2, ii).index_select(3, jj)  # (B, C, ni, nj, T, T)
-            flat.index_add_(2, idx.reshape(-1), part.reshape(b, c, -1))
+            out.index_add_(2, idx.reshape(-1), part.reshape(b, c, -1))
 
 
 def _recomputable(x: torch.Tensor) -> bool:
