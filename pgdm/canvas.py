@@ -301,7 +301,8 @@ class CanvasDenoiser(Denoiser):
             num = _RecomputedBlocks.apply(xp, blocks, *(p for p in self.net.parameters() if p.requires_grad))
         else:
             num, _ = blocks(xp)
-        eps_p = num / (_coverage(ry, gh, window_1d)[:, None] * _coverage(rx, gw, window_1d)[None, :])
+        # ÷ the windows' sum, one axis at a time: two vectors kept for the VJP, not a canvas
+        eps_p = num * _coverage(ry, gh, window_1d).reciprocal()[:, None] * _coverage(rx, gw, window_1d).reciprocal()[None, :]
         eps_p = eps_p if in_rows is None else eps_p.index_select(2, in_rows)
         return eps_p if in_cols is None else eps_p.index_select(3, in_cols)
 
