@@ -61,9 +61,9 @@ def size_multiple(net: nn.Module) -> int:
 
 
 def blend_window(tile: int, overlap: int, dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
-    """(tile,) window of one axis (the tiles' 2-D window is its outer product with itself): 1 inside, sin²(π/2 · (i + ½)/overlap) over the first and last ``overlap`` pixels, so two
-    tiles overlapping by ``overlap`` have weights summing to 1 there (sin² + cos² = 1). All ones for
-    ``overlap=0``; every entry > 0."""
+    """(tile,) window of one axis (the tiles' 2-D window is its outer product with itself): 1 inside,
+    sin²(π/2 · (i + ½)/overlap) over the first and last ``overlap`` pixels, so two tiles overlapping by ``overlap``
+    have weights summing to 1 there (sin² + cos² = 1). All ones for ``overlap=0``; every entry > 0."""
     w = torch.ones(tile, dtype=torch.float64)
     if overlap > 0:
         ramp = torch.sin(0.5 * math.pi * (torch.arange(overlap, dtype=torch.float64) + 0.5) / overlap) ** 2
@@ -325,7 +325,7 @@ class CanvasDenoiser(Denoiser):
             for i0, i1, j0, j1 in blocks:
                 ryb, rxb = ry[i0:i1], rx[j0:j1]
                 tiles = _gather_tiles(xp[images], ryb, rxb, self.tile)  # (b·ni·nj, C, T, T)
-                n_img, n = tiles.shape[0] // ((i1 - i0) * (j1 - j0)), (i1 - i0) * (j1 - j0)
+                n = (i1 - i0) * (j1 - j0)  # tiles per image in this call
                 t_rows = t[images].repeat_interleave(n)
                 labels = None if class_labels is None else class_labels[images].repeat_interleave(n)
                 if grad is None:
@@ -337,7 +337,7 @@ class CanvasDenoiser(Denoiser):
                         vals, *grads = torch.autograd.grad(eps_w, (tiles, *params), _gather_tiles(grad[images], ryb, rxb, self.tile),
                                                            allow_unused=True, materialize_grads=True)  # fmt: skip
                     param_grads = tuple(grads) if not param_grads else tuple(a + g for a, g in zip(param_grads, grads))
-                vals = vals.view(n_img, i1 - i0, j1 - j0, c, self.tile, self.tile).permute(0, 3, 1, 2, 4, 5)
+                vals = vals.view(-1, i1 - i0, j1 - j0, c, self.tile, self.tile).permute(0, 3, 1, 2, 4, 5)
                 _overlap_add(vals, ryb, rxb, gh, gw, out)
             sums.append(out.view(-1, c, hp, wp))
         return (sums[0] if len(sums) == 1 else torch.cat(sums)), param_grads
