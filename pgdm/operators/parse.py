@@ -20,7 +20,7 @@ from .identity import Identity
 from .inpaint import Inpaint, center_box_mask, freeform_mask, random_pixel_mask
 from .jpeg import JPEG
 from .quantize import LowDynamicRange, Quantize
-from .superres import SuperResolution
+from .superres import SuperResolution, check_divisible
 
 __all__ = ["parse", "spec_help"]
 
@@ -105,8 +105,8 @@ _TABLE: list[tuple[str, Factory, str]] = [
 def _divisible(m: re.Match, shape: Shape, factor: int) -> tuple[int, int]:
     """The (H, W) an SR operator is built for; a size the factor does not divide is refused before any matrix is built."""
     h, w = shape[1:]
-    if factor >= 1 and (h % factor or w % factor):  # factor 0 is the constructor's to refuse
-        raise ValueError(f"{m[0]}: the {h}×{w} image is not divisible by {factor}")
+    if factor >= 1:  # factor 0 is the constructor's to refuse
+        check_divisible(m[0], h, w, factor)
     return h, w
 
 

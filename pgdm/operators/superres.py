@@ -7,7 +7,14 @@ from .. import validate
 from .base import LinearOperator, as_batch_lam
 from .functional import downsample_matrix, separable_apply
 
-__all__ = ["SuperResolution"]
+__all__ = ["SuperResolution", "check_divisible"]
+
+
+def check_divisible(name: str, h: int, w: int, factor: int) -> None:
+    """A one-line ValueError, naming the size to crop to, when ``factor`` does not divide the H×W image ``name`` takes."""
+    if h % factor or w % factor:
+        fix = f"crop it to {h - h % factor}×{w - w % factor}" if min(h, w) >= factor else f"it must be at least {factor}×{factor}"
+        raise ValueError(f"{name}: the {h}×{w} image is not divisible by {factor}; {fix}")
 
 
 class SuperResolution(LinearOperator):
@@ -42,8 +49,7 @@ class SuperResolution(LinearOperator):
             raise ValueError(f"unknown super-resolution kernel {kernel!r}; expected 'pool' or 'bicubic'")
         if size is not None:
             h, w = (validate.positive_int("size", v) for v in size)
-            if h % factor or w % factor:
-                raise ValueError(f"sr{factor}-{kernel}: image size {h}×{w} is not divisible by {factor}")
+            check_divisible(f"sr{factor}-{kernel}", h, w, factor)
             size = (h, w)
         self.factor, self.kernel, self.rtol, self.size = factor, kernel, rtol, size
         self._factors: dict[tuple[int, torch.device, torch.dtype], tuple[torch.Tensor, ...]] = {}

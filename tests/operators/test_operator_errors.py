@@ -28,7 +28,8 @@ def _one_line(info):
         ("sr4", (32, 32), r"shape must be the clean image's \(C, H, W\)"),
         ("sr4", (1, 32.0, 32), r"shape must be an integer, got float 32.0"),
         ("sr4", (1, 0, 32), r"shape must be an integer ≥ 1, got 0"),
-        ("sr3", (1, 32, 32), r"sr3: the 32×32 image is not divisible by 3"),
+        ("sr3", (1, 32, 32), r"sr3: the 32×32 image is not divisible by 3; crop it to 30×30"),
+        ("sr4", (1, 2, 8), r"sr4: the 2×8 image is not divisible by 4; it must be at least 4×4"),
         ("sr0", (1, 32, 32), r"super-resolution factor must be a positive integer"),
         ("blur-uniform99999", (1, 32, 32), r"blur-uniform99999: the 99999×99999 kernel is larger than the 32×32 image \(at most 32\)"),
         ("blur-gaussian61", (3, 32, 48), r"blur-gaussian61: the 61×61 kernel is larger than the 32×48 image \(at most 32\)"),
@@ -68,7 +69,7 @@ def test_sr_built_for_a_size_checks_measurements_and_images():
     with pytest.raises(ValueError, match=r"sr4-pool: built for 32×32 images, got 28×28"):
         op(torch.zeros(1, 1, 28, 28))
     assert op.pinv(op(torch.zeros(2, 1, 32, 32))).shape == (2, 1, 32, 32)
-    with pytest.raises(ValueError, match=r"image size 30×32 is not divisible by 4"):
+    with pytest.raises(ValueError, match=r"sr4-pool: the 30×32 image is not divisible by 4; crop it to 28×32"):
         SuperResolution(4, size=(30, 32))
 
 
