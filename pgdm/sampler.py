@@ -71,7 +71,7 @@ class SamplerSettings:
         m = get_method(self.method)
         object.__setattr__(self, "method", m.name)
         opts = m.options(dict(self.options))
-        m.coefficients(schedules.linear(2), torch.tensor([1, 0]), **m.resolve(opts, None))  # checks the values (one-line errors)
+        m.coefficients(schedules.linear(2), torch.tensor([1, 0]), **m.resolve(opts, None, self.steps))  # checks the values (one-line errors)
         object.__setattr__(self, "options", tuple(sorted(opts.items())))
 
     @property
@@ -91,8 +91,8 @@ class SamplerSettings:
         schedules.timesteps(self.steps, denoiser.num_timesteps, self.start_for(denoiser.num_timesteps))
 
     def method_options(self, op: Operator | None = None) -> dict[str, float | None]:
-        """The method's options for ``op``: per-task reference settings fill the options left at None."""
-        return self.spec.resolve(dict(self.options), op)
+        """The method's options for ``op`` at these steps: per-task settings fill the options left at None."""
+        return self.spec.resolve(dict(self.options), op, self.steps)
 
     def coefficients(self, alphas_cumprod: torch.Tensor, op: Operator | None = None) -> dict[str, torch.Tensor]:
         """The method's (N,) float64 per-step table for this schedule (and ``op``, for per-task settings)."""

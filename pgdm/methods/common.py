@@ -64,8 +64,9 @@ class Method:
             (the operator's closed-form SVD).
         vjp: the step differentiates through the network (one forward and one backward per step).
         paper: the citation, for tables and errors.
-        task_defaults: ``op -> {option: value}`` for the options whose reference setting depends on the task (their
-            entry in ``defaults`` is None); ``op`` None gives the setting for an unnamed linear task.
+        task_defaults: ``(op, steps) -> {option: value}`` for the options whose reference setting depends on the task
+            and the number of steps (their entry in ``defaults`` is None); ``op`` None gives the setting for an
+            unnamed linear task.
         start_fraction: ``steps -> f``: where the method starts when no ``start_step`` is given, h†(y) noised to
             timestep round(f · T) (SDEdit/CCDF); None: pure noise at T − 1.
     """
@@ -77,7 +78,7 @@ class Method:
     needs: str
     vjp: bool
     paper: str
-    task_defaults: Callable[[Operator | None], Mapping[str, float]] | None = None
+    task_defaults: Callable[[Operator | None, int], Mapping[str, float]] | None = None
     start_fraction: Callable[[int], float] | None = None
 
     def default_start(self, T: int, steps: int) -> int | None:
@@ -105,11 +106,11 @@ class Method:
             raise ValueError(f"method {self.name!r} has no option(s) {', '.join(unknown)}; its options: {known}")
         return {**self.defaults, **given}
 
-    def resolve(self, options: Mapping[str, float | None], op: Operator | None) -> dict[str, float | None]:
-        """``options`` with every None that has a per-task setting replaced by the setting for ``op``."""
+    def resolve(self, options: Mapping[str, float | None], op: Operator | None, steps: int) -> dict[str, float | None]:
+        """``options`` with every None that has a per-task setting replaced by the setting for ``op`` at ``steps`` steps."""
         if self.task_defaults is None:
             return dict(options)
-        per_task = self.task_defaults(op)
+        per_task = self.task_defaults(op, steps)
         return {k: per_task[k] if v is None and k in per_task else v for k, v in options.items()}
 
 

@@ -74,7 +74,7 @@ def test_bench_tune_reports_the_best_value_of_a_direct_restore(tmp_path, capsys)
     assert main(args) == 0
     result = json.loads((tmp_path / "out" / "tune.json").read_text())
     (row,) = result["rows"]
-    assert row["default"] == 3.0 and set(row["scores"]) == {"0.05", "2.0"}
+    assert row["default"] == 15.0 and set(row["scores"]) == {"0.05", "2.0"}  # the 3-step default: the value tuned at 20 steps
     # the scores are those of a plain Restorer run on the same images and measurements
     den = pgdm.load_model(str(model))
     images = tune_images(str(data), 2, 1, 16)

@@ -1,5 +1,5 @@
 """Options whose setting depends on the task: DPS's ζ' and DiffPIR's λ, ζ, from their official code or tuned on
-Fashion-MNIST train images (DPS on super-resolution)."""
+Fashion-MNIST train images (DPS on super-resolution and inpainting, per number of steps)."""
 import pytest
 import torch
 
@@ -8,10 +8,11 @@ from pgdm.sampler import SamplerSettings
 from pgdm.analytic import mixture_denoiser
 
 SHAPE = (1, 8, 8)
-# the reference code's values (DPS configs/*_config.yaml; DiffPIR main_ddpir_{inpainting,deblur}.py), and the values tuned on SR (DPS's ζ', DiffPIR's ζ)
+# the reference code's values (DPS configs/*_config.yaml; DiffPIR main_ddpir_{inpainting,deblur}.py), and the values
+# tuned on train images (DPS's ζ' at 20 steps and fewer, DiffPIR's ζ on SR)
 EXPECTED = {
-    ("dps", "inpaint-center"): {"scale": 1.0},
-    ("dps", "sr4"): {"scale": 3.0},
+    ("dps", "inpaint-center"): {"scale": 2.5},
+    ("dps", "sr4"): {"scale": 15.0},
     ("dps", "blur-gaussian3"): {"scale": 0.3},
     ("diffpir", "inpaint-center"): {"lam": 1.0, "zeta": 1.0},
     ("diffpir", "blur-gaussian3"): {"lam": 7.0, "zeta": 0.3},
@@ -30,6 +31,17 @@ def test_per_task_defaults_reach_the_coefficient_table(method, task):
     want = settings.spec.coefficients(den.alphas_cumprod, plan.coefs["t"].cpu(), **resolved)
     for name, value in want.items():
         torch.testing.assert_close(plan.coefs[name].cpu().to(value.dtype), value, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize(
+    "task,steps,scale",
+    [("sr4", 20, 15.0), ("sr4", 50, 6.0), ("sr4", 100, 3.0), ("sr4", 1000, 0.3), ("sr4", 4000, 0.3), ("sr2-bicubic", 200, 1.5),
+     ("inpaint-center", 1, 2.5), ("inpaint-center", 100, 1.0), ("inpaint-random0.5", 1000, 1.0), ("blur-gaussian3", 20, 0.3)],
+)
+def test_dps_step_size_falls_with_the_steps_between_the_tuned_counts(task, steps, scale):
+    # ζ'·N constant on super-resolution (tuned at 20, 100 and 1000 steps); held at the nearest tuned count outside them
+    op = pgdm.ops.parse(task, (1, 16, 16))
+    assert SamplerSettings("dps", steps=steps).method_options(op)["scale"] == pytest.approx(scale, rel=1e-6)
 
 
 def test_an_explicit_option_overrides_the_task_default():

@@ -88,7 +88,7 @@ def run_tune(args) -> int:
     rows = []
     for task in tasks:
         op = parse(task, tuple(images.shape[1:]))
-        default = args.start_step if is_start else method.resolve(method.options(fixed), op).get(args.option)
+        default = args.start_step if is_start else method.resolve(method.options(fixed), op, args.steps).get(args.option)
         for sy in sigmas:
             scores = {}
             for v in values:
