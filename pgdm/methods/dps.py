@@ -15,7 +15,7 @@ __all__ = ["dps_coefficients", "dps_step", "dps_task_defaults"]
 # ζ' tuned with ``pgdm bench tune`` on Fashion-MNIST train images at these step counts (docs/methods.md)
 _TUNED_SCALE = {
     "super-resolution": ((20, 15.0), (100, 3.0), (1000, 0.3)),
-    "inpainting": ((20, 2.5), (100, 1.0)),
+    "inpainting": ((20, 2.5), (100, 1.0), (1000, 0.3)),
 }
 
 
@@ -26,7 +26,7 @@ def dps_task_defaults(op: Operator | None, steps: int) -> dict[str, float]:
     steps rise. Super-resolution and inpainting take the values tuned with ``pgdm bench tune`` on Fashion-MNIST
     train images (noiseless and at σ_y = 0.05; inpainting the best at σ_y = 0.05, where the noiseless best over-guides),
     interpolated log-linearly in the steps between the tuned counts and held at the nearest one outside them:
-    super-resolution 15 / 3 / 0.3 at 20 / 100 / 1000 steps (ζ'·N constant), inpainting 2.5 / 1 at 20 / 100. Every
+    super-resolution 15 / 3 / 0.3 at 20 / 100 / 1000 steps (ζ'·N constant), inpainting 2.5 / 1 / 0.3. Every
     other task takes the reference code's value (``configs/*_config.yaml``, FFHQ and ImageNet alike): 0.3.
     """
     points = _TUNED_SCALE.get(op.family if op is not None else None)
