@@ -24,8 +24,8 @@ def dps_task_defaults(op: Operator | None, steps: int) -> dict[str, float]:
 
     DPS takes one step of ζ' per iteration, so its total guidance grows with the steps: the best ζ' falls as the
     steps rise. Super-resolution and inpainting take the values tuned with ``pgdm bench tune`` on Fashion-MNIST
-    train images (noiseless and at σ_y = 0.05; inpainting the best at σ_y = 0.05, where the noiseless best over-guides),
-    interpolated log-linearly in the steps between the tuned counts and held at the nearest one outside them:
+    train images, noiseless and at σ_y = 0.05 (inpainting: the best at σ_y = 0.05; at 100 steps the noiseless best,
+    10, over-guides noisy measurements), log-linear in the steps between the tuned counts, held outside them:
     super-resolution 15 / 3 / 0.3 at 20 / 100 / 1000 steps (ζ'·N constant), inpainting 2.5 / 1 / 0.3. Every
     other task takes the reference code's value (``configs/*_config.yaml``, FFHQ and ImageNet alike): 0.3.
     """
