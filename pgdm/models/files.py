@@ -5,6 +5,7 @@ import json
 import os
 import pickle
 import re
+import struct
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -49,7 +50,9 @@ def read_checkpoint(path: str | os.PathLike[str]) -> StateDict:
             "if you trust its source, save only its tensors elsewhere (torch.save(model.state_dict(), PATH)) "
             "and load that file, or `pgdm convert` it to .safetensors"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError, UnicodeDecodeError, zipfile.BadZipFile) as e:
+    # what the weights-only unpickler raises on arbitrary bytes besides UnpicklingError (random data: IndexError,
+    # KeyError, UnicodeDecodeError, …): every one means the file is not a checkpoint
+    except (RuntimeError, EOFError, OSError, ValueError, LookupError, TypeError, AttributeError, ArithmeticError, struct.error, zipfile.BadZipFile) as e:
         reason = first_sentence(str(e)) or "unexpected end of file"
         raise ValueError(f"{path} is not a valid PyTorch checkpoint (truncated or corrupt: {reason})") from None
     if not isinstance(obj, Mapping) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
