@@ -35,7 +35,7 @@ def dps_task_defaults(op: Operator | None, steps: int) -> dict[str, float]:
     n = min(max(steps, points[0][0]), points[-1][0])
     (n0, s0), (n1, s1) = next((a, b) for a, b in zip(points, points[1:]) if n <= b[0])
     log_scale = math.log(s0) + (math.log(s1) - math.log(s0)) * (math.log(n) - math.log(n0)) / (math.log(n1) - math.log(n0))
-    return {"scale": round(math.exp(log_scale), 6)}
+    return {"scale": round(math.exp(log_scale), 6)}  # rounded: a tuned count gives its tuned value exactly
 
 
 def dps_coefficients(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor, eta: float = 1.0, scale: float = 0.3) -> dict[str, torch.Tensor]:
