@@ -12,8 +12,8 @@ __all__ = ["diffpir_coefficients", "diffpir_step", "diffpir_task_defaults"]
 
 def diffpir_task_defaults(op: Operator | None, steps: int) -> dict[str, float]:
     """λ and ζ of DiffPIR's reference scripts, the same at every number of ``steps``: λ = 1, ζ = 1 for inpainting
-    (``main_ddpir_inpainting.py``); λ = 7, ζ = 0.3 for deblurring (``main_ddpir_deblur.py``) and every other task. ρ_t = λσ_n²/σ̄_t² is
-    taken with σ_n and σ̄_t in one unit (the model's [-1, 1] scale); the scripts take σ_n on the [0, 1]
+    (``main_ddpir_inpainting.py``); λ = 7, ζ = 0.3 for deblurring (``main_ddpir_deblur.py``) and every other
+    task. ρ_t = λσ_n²/σ̄_t² is taken with σ_n and σ̄_t in one unit (the model's [-1, 1] scale); the scripts take σ_n on the [0, 1]
     scale, so their ρ_t is that of ``lam`` = λ/4 here. λ enters only when σ_y > 0 (noiseless, the data step
     is the exact limit ρ_t → 0; the scripts put σ_n = 0.001 there). Super-resolution takes ζ = 1 instead, tuned
     with ``pgdm bench tune`` on Fashion-MNIST train images (19.5 against 17.1 dB for ζ = 0.3 at 20 steps)."""
