@@ -45,7 +45,7 @@ from pgdm.engine.graphs import capture_cuda_graph
 from pgdm.engine.precision import network_dtype, precision_context
 from pgdm.models import ADMUNet, ModelConfig
 from pgdm.ops import parse
-from pgdm.methods.common import input_vjp, x0_and_eps
+from pgdm.methods.common import denoise_with_vjp
 
 DEFAULT_MODEL = dict(
     in_channels=1, model_channels=32, out_channels=1, num_res_blocks=1, attention_ds=(4,), channel_mult=(1, 2, 2),
@@ -131,7 +131,7 @@ def network_fns(eng: E.Engine, x: torch.Tensor, t: torch.Tensor, labels: torch.T
         return den(x, t, labels)
 
     def fwd_vjp(x, t, labels, v, alpha):  # the VJP as pigdm_step takes it
-        return input_vjp(x0_and_eps(den, t, alpha, labels), x)[1](v)[0]
+        return denoise_with_vjp(den, x, {"t": t[0], "alpha_t": alpha}, labels, True)[1](v)
 
     cfg, device = eng.config, eng.device
     compiled = cfg.backend == "compile" or (cfg.backend == "cudagraph" and cfg.compile)

@@ -11,8 +11,10 @@ Two strategies carry the network over the canvas:
 - ``tiles``: overlapping tiles of the model's size (stride ``tile − overlap``) go through the network as rows of
   one batch, at most ``max_rows`` at a time (each call gathers its own tiles and adds its ε into the canvas, so
   only one call's tiles exist at once and memory beyond the network's is a few canvas-sized tensors), and their
-  ε are blended with a separable window that tapers as sin²
-  over the overlap, normalised by the windows' sum: ε(x) = Σ_k P_kᵀ(w ⊙ ε_θ(P_k x)) ⊘ Σ_k P_kᵀ w. By default
+  ε are blended with a separable window w that tapers as sin² over the overlap, each tile's copy divided by the
+  windows' sum at its pixels so the weights at every pixel sum to 1: ε(x) = Σ_k P_kᵀ(w_k ⊙ ε_θ(P_k x)) with
+  w_k = w ⊘ P_k(Σ_k' P_k'ᵀ w) (the network's output weighted before it is added, so no canvas-sized sum of
+  weights is kept and the VJP, Σ_k P_kᵀ J_kᵀ(w_k ⊙ P_k u), needs no scaled copy of u). By default
   (``edges="inside"``) the tiles stay inside the canvas, the first and last of each row and column ending on its
   edge, so no tile sees past it; ``reflect`` and ``circular`` pad the canvas instead and let tiles run over its
   edge. With ``shift`` the grid moves every step by an offset in [0, stride)² drawn from the counter-based hash
@@ -30,12 +32,13 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from typing import Callable, NamedTuple
 
 import torch
 from torch import nn
 
 from . import validate
-from .denoiser import Denoiser
+from .denoiser import Denoiser, eager_vjp
 from .rng import _MASK32, _hash32
 
 __all__ = ["CanvasDenoiser", "CanvasGrid", "STRATEGIES", "canvas_denoiser", "size_multiple", "blend_window"]
@@ -287,35 +290,70 @@ class CanvasDenoiser(Denoiser):
         at = grid.lead + offset
         return starts, _EDGES[self.edges](torch.arange(grid.padded, device=dev) - at, grid.size), torch.arange(grid.size, device=dev) + at
 
-    def _tiles(self, x: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor | None) -> torch.Tensor:
-        b, c, h, w = x.shape
+    def eps_with_vjp(
+        self, x: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+        """(ε over the canvas, u ↦ (∂ε/∂x)ᵀ u), as :meth:`Denoiser.eps_with_vjp`. A ``tiles`` canvas of more than
+        ``max_rows`` tiles, differentiated eagerly (:func:`~pgdm.denoiser.eager_vjp`), keeps no tape: ε comes from
+        network calls without one, and the VJP runs each call again under autograd (:meth:`_tiles_vjp`), so
+        neither pass holds more than one call's activations, and the VJP no more than two canvases beyond u."""
+        if self.strategy_for(*x.shape[-2:]) == "tiles" and self._several_calls(x) and eager_vjp(x):
+            with torch.no_grad():
+                eps = self._tiles(x, t, class_labels)
+            return eps, functools.partial(self._tiles_vjp, x, t, class_labels)
+        return super().eps_with_vjp(x, t, class_labels)
+
+    def _several_calls(self, x: torch.Tensor) -> bool:
+        """The tiles of x take more than one network call (more than ``max_rows``)."""
+        gh, gw = self.grids(*x.shape[-2:])
+        return x.shape[0] * gh.count * gw.count > self.max_rows
+
+    def _tile_step(self, x: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor | None) -> "_TileStep":
+        """This step's tiling of x (B, C, H, W): the extent and its network calls."""
+        h, w = x.shape[-2:]
         gh, gw = self.grids(h, w)
         ry, rows, in_rows = self._layout(t, gh, 0)
         rx, cols, in_cols = self._layout(t, gw, 1)
         xp = x if rows is None else x.index_select(2, rows)
         xp = xp if cols is None else xp.index_select(3, cols)  # (B, C, Hp, Wp)
         window_1d = self.window_1d.to(x.device, x.dtype)
-        window = window_1d[:, None] * window_1d[None, :]
-        blocks = functools.partial(self._sum_blocks, t=t, class_labels=class_labels, ry=ry, rx=rx, window=window, grids=(gh, gw))
-        if b * gh.count * gw.count > self.max_rows and _recomputable(xp):  # several network calls, by the tape
-            num = _RecomputedBlocks.apply(xp, blocks, *(p for p in self.net.parameters() if p.requires_grad))
+        weights = (_tile_weights(ry, gh, window_1d), _tile_weights(rx, gw, window_1d))
+        blocks = functools.partial(self._sum_blocks, t=t, class_labels=class_labels, ry=ry, rx=rx, weights=weights, grids=(gh, gw))
+        return _TileStep(xp, blocks, rows, cols, in_rows, in_cols)
+
+    def _tiles(self, x: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor | None) -> torch.Tensor:
+        step = self._tile_step(x, t, class_labels)
+        if self._several_calls(x) and _recomputable(step.xp):  # several network calls, by the tape
+            num = _RecomputedBlocks.apply(step.xp, step.blocks, *(p for p in self.net.parameters() if p.requires_grad))
         else:
-            num, _ = blocks(xp)
-        # ÷ the windows' sum, one axis at a time: two vectors kept for the VJP, not a canvas
-        eps_p = num * _coverage(ry, gh, window_1d).reciprocal()[:, None] * _coverage(rx, gw, window_1d).reciprocal()[None, :]
-        eps_p = eps_p if in_rows is None else eps_p.index_select(2, in_rows)
-        return eps_p if in_cols is None else eps_p.index_select(3, in_cols)
+            num, _ = step.blocks(step.xp)
+        num = num if step.in_rows is None else num.index_select(2, step.in_rows)
+        return num if step.in_cols is None else num.index_select(3, step.in_cols)
+
+    def _tiles_vjp(self, x: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor | None, u: torch.Tensor) -> torch.Tensor:
+        """(∂ε/∂x)ᵀ u for :meth:`_tiles` at x, u: (B, C, H, W): its operations transposed in reverse order (as autograd
+        takes them: the same values), every network call run again under autograd. Beyond u it allocates the
+        result and, where the tiles run past the canvas, the padded extent's gradients."""
+        step = self._tile_step(x, t, class_labels)
+        b, c, h, w = x.shape
+        hp, wp = step.xp.shape[-2:]
+        g = u if step.in_cols is None else u.new_zeros(b, c, h, wp).index_add_(3, step.in_cols, u)
+        g = g if step.in_rows is None else g.new_zeros(b, c, hp, wp).index_add_(2, step.in_rows, g)
+        g, _ = step.blocks(step.xp, g)
+        g = g if step.cols is None else g.new_zeros(b, c, hp, w).index_add_(3, step.cols, g)
+        return g if step.rows is None else g.new_zeros(b, c, h, w).index_add_(2, step.rows, g)
 
     def _sum_blocks(
         self, xp: torch.Tensor, grad: torch.Tensor | None = None, params: tuple[torch.Tensor, ...] = (), *,
-        t: torch.Tensor, class_labels: torch.Tensor | None, ry: torch.Tensor, rx: torch.Tensor, window: torch.Tensor,
+        t: torch.Tensor, class_labels: torch.Tensor | None, ry: torch.Tensor, rx: torch.Tensor, weights: tuple[torch.Tensor, torch.Tensor],
         grids: tuple[CanvasGrid, CanvasGrid],
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:  # fmt: skip
-        """Without ``grad``: (Σ_ij P_ijᵀ(w ⊙ ε_θ(P_ij xp)) over every tile (i, j) of every image, ()), xp (B, C, Hp,
-        Wp) → (B, C, Hp, Wp). With ``grad`` (B, C, Hp, Wp): that sum's VJP, (Σ_ij P_ijᵀ J_ijᵀ(w ⊙ P_ij grad), the
-        VJP's gradients of ``params``, network weights), J_ij the network's Jacobian at tile (i, j), each call's
+        """Without ``grad``: (Σ_ij P_ijᵀ(w_ij ⊙ ε_θ(P_ij xp)) over every tile (i, j) of every image, ()), xp (B, C,
+        Hp, Wp) → (B, C, Hp, Wp), w_ij the tile's normalised window (:func:`_tile_weights`, ``weights`` = the rows'
+        and the columns' factors). With ``grad`` (B, C, Hp, Wp): that sum's VJP, (Σ_ij P_ijᵀ J_ijᵀ(w_ij ⊙ P_ij grad),
+        the VJP's gradients of ``params``, network weights), J_ij the network's Jacobian at tile (i, j), each call's
         network run again under autograd. One network call per block of :func:`_chunks`, each added in place into
-        one canvas: memory beyond the network's is two canvases."""
+        one canvas: beyond xp (and grad) the only canvas-sized tensor is the result."""
         gh, gw = grids
         c, hp, wp = xp.shape[1:]
         sums, param_grads = [], ()
@@ -328,6 +366,8 @@ class CanvasDenoiser(Denoiser):
                 n = (i1 - i0) * (j1 - j0)  # tiles per image in this call
                 t_rows = t[images].repeat_interleave(n)
                 labels = None if class_labels is None else class_labels[images].repeat_interleave(n)
+                window = (weights[0][i0:i1, None, :, None] * weights[1][None, j0:j1, None, :]).view(n, 1, self.tile, self.tile)
+                window = window.repeat(images.stop - images.start, 1, 1, 1)  # (b·ni·nj, 1, T, T), image-major as the tiles
                 if grad is None:
                     vals = self.network(tiles, t_rows, labels) * window
                 else:
@@ -341,6 +381,19 @@ class CanvasDenoiser(Denoiser):
                 _overlap_add(vals, ryb, rxb, gh, gw, out)
             sums.append(out.view(-1, c, hp, wp))
         return (sums[0] if len(sums) == 1 else torch.cat(sums)), param_grads
+
+
+class _TileStep(NamedTuple):
+    """One step's tiling (:meth:`CanvasDenoiser._tile_step`). xp: (B, C, Hp, Wp) the extent the tiles are cut from;
+    blocks: :meth:`CanvasDenoiser._sum_blocks` bound to the step; rows, cols: extent → canvas indices, in_rows,
+    in_cols: canvas → extent indices (None where the extent is the canvas)."""
+
+    xp: torch.Tensor
+    blocks: Callable
+    rows: torch.Tensor | None
+    cols: torch.Tensor | None
+    in_rows: torch.Tensor | None
+    in_cols: torch.Tensor | None
 
 
 class _RecomputedBlocks(torch.autograd.Function):
@@ -380,9 +433,16 @@ def _chunks(images: int, nh: int, nw: int, max_rows: int) -> list[tuple[slice, l
     return [(slice(s, s + 1), blocks) for s in range(images)]
 
 
+def _tile_weights(starts: torch.Tensor, grid: CanvasGrid, window_1d: torch.Tensor) -> torch.Tensor:
+    """(count, T): along one axis, tile k's window divided by the windows' sum at each of its pixels, w(s) / Σ_k'
+    w(starts[k] + s − starts[k']). Tile (i, j)'s 2-D weight is the outer product of its row's and its column's
+    (the window is separable and the tiles form a product grid), so the weights of the tiles covering a pixel sum to 1."""
+    span = torch.arange(grid.tile, device=starts.device)
+    return window_1d[None, :] * _coverage(starts, grid, window_1d).reciprocal()[starts[:, None] + span]
+
+
 def _coverage(starts: torch.Tensor, grid: CanvasGrid, window_1d: torch.Tensor) -> torch.Tensor:
-    """Σ_k w(p − starts[k]) at every extent position p along one axis: (grid.padded,). The 2-D windows' sum is the
-    product of the two axes' coverages, as the window is separable and the tiles form a product grid."""
+    """Σ_k w(p − starts[k]) at every extent position p along one axis: (grid.padded,)."""
     pos = torch.arange(grid.padded, device=starts.device)[None, :] - starts[:, None]  # (count, padded)
     inside = (pos >= 0) & (pos < grid.tile)
     return torch.where(inside, window_1d[pos.clamp(0, grid.tile - 1)], 0).sum(0)

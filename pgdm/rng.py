@@ -16,6 +16,7 @@ import torch
 __all__ = ["stream_keys", "gaussian_no_sync"]
 
 _MASK32 = 0xFFFFFFFF
+_CHUNK = 1 << 18  # elements per row drawn at once: bounds the int64 hash temporaries at 2 MiB per row, whatever the image size
 
 
 def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
@@ -53,9 +54,17 @@ def gaussian_no_sync(
         counter = torch.full((), counter, dtype=torch.int64, device=device)
     step_key = _hash32(keys[:, None] ^ _hash32((counter & _MASK32) ^ 0x5BD1E995))  # (B, 1)
     n = math.prod(shape)
-    idx = torch.arange(2 * n, dtype=torch.int64, device=device)[None, :]  # (1, 2n)
-    bits = _hash32((step_key + _hash32(idx)) & _MASK32)  # (B, 2n)
-    u1 = ((bits[:, :n] >> 8) + 1).to(torch.float32) * 2.0**-24  # (0, 1]
-    u2 = (bits[:, n:] >> 8).to(torch.float32) * 2.0**-24  # [0, 1)
-    z = torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * math.pi * u2)
+    z = torch.empty(keys.shape[0], n, dtype=torch.float32, device=device)
+    for start in range(0, n, _CHUNK):  # static bounds: the same unrolled ops for every draw of this shape
+        stop = min(start + _CHUNK, n)
+        z[:, start:stop] = _box_muller(step_key, start, stop, n)
     return z.view(keys.shape[0], *shape).to(dtype)
+
+
+def _box_muller(step_key: torch.Tensor, start: int, stop: int, n: int) -> torch.Tensor:
+    """Elements [start, stop) of a draw of n per row: element i takes its uniforms from the hashes of counters
+    i and n + i. step_key: (B, 1) int64 → (B, stop − start) float32."""
+    idx = torch.arange(start, stop, dtype=torch.int64, device=step_key.device)[None, :]
+    u1 = ((_hash32((step_key + _hash32(idx)) & _MASK32) >> 8) + 1).to(torch.float32) * 2.0**-24  # (0, 1]
+    u2 = (_hash32((step_key + _hash32(idx + n)) & _MASK32) >> 8).to(torch.float32) * 2.0**-24  # [0, 1)
+    return torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * math.pi * u2)

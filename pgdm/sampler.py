@@ -271,6 +271,7 @@ def run_eager(denoiser: Denoiser, plan: SamplingPlan, callback: Callable[[dict],
         )  # fmt: skip
         if callback is not None:
             callback({"i": i, "t": coef["t"], "x": x, "denoised": x0})
+        del noise, x0  # one step's tensors are not held through the next step (a canvas-sized pair each)
     return x
 
 

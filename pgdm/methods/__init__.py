@@ -3,7 +3,8 @@
 ``METHODS`` maps a name to its :class:`Method`; ``pgdm.Restorer(den, method=name)`` and ``pgdm.engine`` run any of
 them through the same plan and loop (docs/methods.md).
 """
-from .common import Method, StepFunction, ddim_coefficients, input_vjp, x0_and_eps
+from ..denoiser import input_vjp
+from .common import Method, StepFunction, ddim_coefficients
 from .cpigdm import cpigdm_coefficients, cpigdm_start_fraction, cpigdm_step
 from .ddnm import ddnm_coefficients, ddnm_plus_step, ddnm_step
 from .ddrm import ddrm_coefficients, ddrm_step
@@ -11,7 +12,7 @@ from .diffpir import diffpir_coefficients, diffpir_step, diffpir_task_defaults
 from .dps import dps_coefficients, dps_step, dps_task_defaults
 from .pigdm import guidance_vector, pigdm_coefficients, pigdm_step, reconstruction_vector, rg_step
 
-__all__ = ["METHODS", "Method", "StepFunction", "get_method", "ddim_coefficients", "input_vjp", "x0_and_eps",
+__all__ = ["METHODS", "Method", "StepFunction", "get_method", "ddim_coefficients", "input_vjp",
            "pigdm_step", "pigdm_coefficients", "guidance_vector", "reconstruction_vector", "rg_step",
            "dps_step", "dps_coefficients", "dps_task_defaults", "ddnm_step", "ddnm_plus_step", "ddnm_coefficients",
            "diffpir_step", "diffpir_coefficients", "diffpir_task_defaults", "ddrm_step", "ddrm_coefficients", "cpigdm_step", "cpigdm_coefficients", "cpigdm_start_fraction"]  # fmt: skip

@@ -22,8 +22,6 @@ __all__ = [
     "ddim_coefficients",
     "denoise",
     "denoise_with_vjp",
-    "input_vjp",
-    "x0_and_eps",
     "rows",
 ]
 
@@ -139,55 +137,6 @@ def rows(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return t.view(-1, *([1] * (like.ndim - 1)))
 
 
-def x0_and_eps(
-    denoiser: Denoiser, t: torch.Tensor, alpha_t: torch.Tensor, class_labels: torch.Tensor | None = None
-) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-    """x ↦ (x̂, ε_θ(x, t)) with x̂ = (x − √(1−ᾱ_t) ε_θ)/√ᾱ_t: the function whose input VJP guides a step.
-
-    t: (B,) int64; alpha_t: 0-d ᾱ_t; class_labels: (B,) int64 or None. x: (B, C, H, W).
-    """
-
-    def f(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        eps = denoiser(x, t, class_labels)
-        return denoiser.predict_x0(x, eps, alpha_t), eps
-
-    return f
-
-
-def input_vjp(
-    f: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], x: torch.Tensor
-) -> tuple[torch.Tensor, Callable[[torch.Tensor], tuple[torch.Tensor]], torch.Tensor]:
-    """(out, vjp_fn, aux) for ``out, aux = f(x)`` (both tensors): ``vjp_fn(v)`` is ``((∂out/∂x)ᵀ v,)``, x the only
-    input differentiated, as ``torch.func.vjp(f, x, has_aux=True)`` gives them.
-
-    The usual case (eager, under ``no_grad`` or with an x that needs no gradient; also under ``make_fx``):
-    ``torch.autograd.grad`` w.r.t. a detached copy of x under ``enable_grad``; it computes no weight gradients
-    even for trainable weights, and ``vjp_fn`` may be called once. ``torch.func.vjp`` would cost more there: its
-    dispatch layers take 8 % under ``no_grad``, and with grad mode on it runs GroupNorm's and SiLU's backward as
-    decomposed elementwise ops (+35 %) (default model, batch 16, CPU; benchmarks/RESULTS.md). Everything else takes
-    ``torch.func.vjp``: dynamo tracing (it compiles with ``fullgraph`` on every torch the engine supports; torch
-    2.11's dynamo refuses ``requires_grad_()``), inference mode or inference tensors, and an x that itself needs a
-    gradient (the caller differentiates through the step).
-    """
-    if (
-        torch.compiler.is_dynamo_compiling()
-        or torch.is_inference_mode_enabled()
-        or x.is_inference()
-        or (x.requires_grad and torch.is_grad_enabled())
-    ):
-        return torch.func.vjp(f, x, has_aux=True)
-    with torch.enable_grad():
-        x_in = x.detach().requires_grad_()
-        out, aux = f(x_in)
-
-    def vjp_fn(v: torch.Tensor) -> tuple[torch.Tensor]:
-        if not out.requires_grad:  # f ignores x (and has no trainable weights): a zero Jacobian
-            return (torch.zeros_like(x),)
-        return torch.autograd.grad(out, x_in, v, allow_unused=True, materialize_grads=True)
-
-    return out.detach(), vjp_fn, aux.detach()
-
-
 def _clipped(x: torch.Tensor, x0: torch.Tensor, eps: torch.Tensor, alpha_t: torch.Tensor, clip: bool):
     """x̂ clamped to [-1, 1] and ε recomputed from it (guided-diffusion's ``clip_denoised``), or both unchanged."""
     if not clip:
@@ -201,16 +150,26 @@ def denoise(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(x̂_t, ε) for methods without a VJP: one network forward. x: (B, C, H, W)."""
     alpha_t = coef["alpha_t"]
-    x0, eps = x0_and_eps(denoiser, coef["t"].expand(x.shape[0]), alpha_t, class_labels)(x)
-    return _clipped(x, x0, eps, alpha_t, clip_denoised)
+    eps = denoiser(x, coef["t"].expand(x.shape[0]), class_labels)
+    return _clipped(x, denoiser.predict_x0(x, eps, alpha_t), eps, alpha_t, clip_denoised)
 
 
 def denoise_with_vjp(
     denoiser: Denoiser, x: torch.Tensor, coef: Coefficients, class_labels: torch.Tensor | None, clip_denoised: bool
 ) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor], torch.Tensor]:
     """(x̂_t, v ↦ (vᵀ ∂x̂_t/∂x)ᵀ, ε) for guided methods. The VJP is taken through the network's x̂ (before
-    clamping), w.r.t. x only (:func:`input_vjp`); ``v`` is cast to x̂'s dtype."""
+    clamping), w.r.t. x only (:meth:`~pgdm.Denoiser.eps_with_vjp`); ``v`` is cast to x̂'s dtype.
+
+    x̂ = (x − √(1−ᾱ_t) ε_θ(x))/√ᾱ_t, so (∂x̂/∂x)ᵀ v = (v − √(1−ᾱ_t) (∂ε_θ/∂x)ᵀ v)/√ᾱ_t: only the network's VJP
+    needs autograd, and nothing canvas-sized is kept for it but what the denoiser keeps."""
     alpha_t = coef["alpha_t"]
-    x0, vjp_fn, eps = input_vjp(x0_and_eps(denoiser, coef["t"].expand(x.shape[0]), alpha_t, class_labels), x)
-    x0_used, eps = _clipped(x, x0, eps, alpha_t, clip_denoised)
-    return x0_used, lambda v: vjp_fn(v.to(x0.dtype))[0], eps
+    eps, eps_vjp = denoiser.eps_with_vjp(x, coef["t"].expand(x.shape[0]), class_labels)
+    x0 = denoiser.predict_x0(x, eps, alpha_t)
+    dtype = x0.dtype
+    x0, eps = _clipped(x, x0, eps, alpha_t, clip_denoised)
+
+    def vjp(v: torch.Tensor) -> torch.Tensor:
+        v = v.to(dtype)
+        return (v - (1 - alpha_t).sqrt() * eps_vjp(v)) / alpha_t.sqrt()
+
+    return x0, vjp, eps

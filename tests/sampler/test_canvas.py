@@ -1,5 +1,7 @@
 """The canvas denoiser (pgdm.canvas): exactness against the fixed-size path, the blend against references
 computed another way, the VJP through the blend, shifts, memory-bounding chunks and edges."""
+import functools
+
 import pytest
 import torch
 
@@ -155,6 +157,30 @@ def test_vjp_through_the_blend_is_the_transpose_of_the_tiled_map(shift, frozen):
         one_call = CanvasDenoiser(Denoiser(net, schedules.linear(1000), channels=1, image_size=8), "tiles", overlap=3, shift=shift, max_rows=100)
         g_ref = torch.autograd.grad(one_call(x, t), weights, v)
         assert len(g) == 2 and bool(g[1].abs().sum() > 0) and torch.allclose(g[1], g_ref[0], atol=1e-12)
+
+
+@pytest.mark.parametrize("edges", ["inside", "reflect", "circular"])
+@pytest.mark.parametrize("height", [13, 6])  # a side longer and one shorter than the tile
+def test_tape_free_vjp_is_the_tapes_vjp_and_the_transpose_of_the_tiled_map(edges, height):
+    """eps_with_vjp of a canvas of several network calls, as the guided steps take it under no_grad: ε with no
+    tape and the VJP by network calls run again. It equals the dense transpose and, value for value, the VJP the
+    tape takes through the same calls (_RecomputedBlocks)."""
+    net = LinearConv().double().requires_grad_(False)
+    den = CanvasDenoiser(Denoiser(net, schedules.linear(1000), channels=1, image_size=8), "tiles", overlap=3, max_rows=4, edges=edges)
+    t = torch.tensor([123, 123])
+    x = torch.randn(2, 1, height, 19, dtype=torch.float64)
+    v = torch.randn(2, 1, height, 19, dtype=torch.float64)
+    with torch.no_grad():
+        A = dense(lambda z: den(z, t[:1]), (1, height, 19))
+        eps, vjp = den.eps_with_vjp(x, t)
+        got = vjp(v)
+    assert isinstance(vjp, functools.partial) and not eps.requires_grad and eps.grad_fn is None  # the tape-free path
+    x_tape = x.clone().requires_grad_()
+    eps_tape = den(x_tape, t)
+    assert "_RecomputedBlocksBackward" in graph_nodes(eps_tape)
+    (want,) = torch.autograd.grad(eps_tape, x_tape, v)
+    assert torch.equal(eps, eps_tape.detach()) and torch.equal(got, want)
+    assert torch.allclose(got[0].flatten(), A.T @ v[0].flatten(), atol=1e-12)
 
 
 def test_grid_shift_is_a_pure_function_of_seed_and_timestep():
