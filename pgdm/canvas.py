@@ -296,7 +296,8 @@ class CanvasDenoiser(Denoiser):
         """(ε over the canvas, u ↦ (∂ε/∂x)ᵀ u), as :meth:`Denoiser.eps_with_vjp`. A ``tiles`` canvas of more than
         ``max_rows`` tiles, differentiated eagerly (:func:`~pgdm.denoiser.eager_vjp`), keeps no tape: ε comes from
         network calls without one, and the VJP runs each call again under autograd (:meth:`_tiles_vjp`), so
-        neither pass holds more than one call's activations, and the VJP no more than two canvases beyond u."""
+        neither pass holds more than one call's activations, and the VJP nothing canvas-sized beyond u but its result
+        (and the padded extent's gradients where tiles run past the canvas)."""
         if self.strategy_for(*x.shape[-2:]) == "tiles" and self._several_calls(x) and eager_vjp(x):
             with torch.no_grad():
                 eps = self._tiles(x, t, class_labels)
