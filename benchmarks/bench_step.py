@@ -111,7 +111,7 @@ def count_flops(config: str, batch: int, op_spec: str, sigma_y: float) -> tuple[
         x = torch.randn(batch, c, s, s)
         t = torch.full((batch,), 500, dtype=torch.int64)
         y = op(x)
-        tables = {n: torch.rand(4) for n in ("alpha_t", "alpha_s", "c1", "c2", "r2")} | {"t": torch.full((4,), 500, dtype=torch.int64)}
+        tables = {n: torch.rand(4) for n in ("alpha_t", "alpha_s", "c1", "c2", "r2", "w")} | {"t": torch.full((4,), 500, dtype=torch.int64)}
         keys, counter = torch.zeros(batch, dtype=torch.int64), torch.zeros((), dtype=torch.int64)
         sigma_y2 = torch.full((batch,), sigma_y**2) if sigma_y > 0 else None
         with _flop_counter() as fwd, torch.no_grad():
