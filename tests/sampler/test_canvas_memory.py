@@ -35,7 +35,7 @@ def peak_allocated(fn, tmp_path) -> int:
 def test_a_tiled_restore_holds_a_fixed_number_of_canvases(method, tmp_path):
     """A 768×1024 canvas (three chunks of the noise draw; 1452 tiles of 32², 64 per network call), 2 steps of SR×4:
     at the peak the allocator holds at most 12.5 canvas-sized float32 tensors (ΠGDM 10.1, DDRM 11.7) whatever the
-    canvas; the noise's int64 hashing of the whole canvas at once alone held 16."""
+    canvas (hashing the whole canvas's noise at once, rather than in chunks, would take 16 at the draw)."""
     torch.manual_seed(0)
     den = CanvasDenoiser(Denoiser(OneConv().requires_grad_(False), schedules.linear(1000), channels=1, image_size=32), max_rows=64)
     shape = (1, 768, 1024)
