@@ -6,6 +6,7 @@ import pgdm
 from pgdm.analytic import GaussianMixtureEps
 from pgdm import Denoiser, Restorer, schedules
 from pgdm.ops import Inpaint, Operator, SuperResolution, center_box_mask
+from pgdm import rng
 from pgdm.rng import gaussian_no_sync, stream_keys
 
 
@@ -62,6 +63,17 @@ def test_rng_is_a_function_of_key_and_counter():
     assert not torch.equal(stream_keys([3], 0), stream_keys([3], 1))
     big = gaussian_no_sync(stream_keys(range(4)), 0, (64, 64, 4))
     assert abs(float(big.mean())) < 0.01 and abs(float(big.std()) - 1) < 0.01
+
+
+def test_noise_drawn_in_chunks_equals_the_draw_in_one_piece(monkeypatch):
+    """The draw's chunking bounds memory only: every element keeps its counters, so a draw cut at odd places (chunks
+    of 7 elements, the last one short) is bitwise the draw of the whole image at once, for every row."""
+    keys = stream_keys([0, 5, 2**40 + 3])
+    whole = {dtype: gaussian_no_sync(keys, 11, (3, 5, 9), dtype) for dtype in (torch.float32, torch.float64)}
+    assert 3 * 5 * 9 <= rng._CHUNK  # one piece by default
+    monkeypatch.setattr(rng, "_CHUNK", 7)
+    for dtype, want in whole.items():
+        assert torch.equal(gaussian_no_sync(keys, torch.tensor(11), (3, 5, 9), dtype), want)
 
 
 def test_num_samples_mean_and_std():
